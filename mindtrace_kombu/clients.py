@@ -1,0 +1,259 @@
+"""Clients: configuration objects that produce a ``kombu.Connection`` for one backend.
+
+``LocalClient`` -> this package's memory transport, ``RedisClient`` -> this package's Redis
+transport (an ordinary ``redis://`` URL underneath), ``RabbitMQClient`` -> stock py-amqp with
+publisher confirms. :func:`translate_errors` is the one place where broker exceptions become
+this package's errors. Reprs and errors never show a password.
+"""
+
+from __future__ import annotations
+
+import socket
+from contextlib import contextmanager
+from typing import Any, Callable, ClassVar, Iterator
+from urllib.parse import quote, urlsplit
+
+import amqp.exceptions
+import kombu
+import kombu.exceptions
+import redis.exceptions
+from kombu.utils.url import maybe_sanitize_url
+
+from .errors import BrokerUnavailable, QueueNotFound, QueueTypeMismatch, UnsupportedQueueType
+from .models import BackendType
+from .queues import DEFAULT_MAX_PRIORITY, MAX_PRIORITY_LIMIT, QueueSpec, QueueType
+from .transport import memory as memory_transport
+from .transport import redis as redis_transport
+
+__all__ = [
+    "Client",
+    "LocalClient",
+    "RabbitMQClient",
+    "RedisClient",
+    "client_from_url",
+    "translate_errors",
+]
+
+DEFAULT_CONNECT_TIMEOUT = 5.0
+_NO_ROUTE = 312  # basic.return for a mandatory publish to a queue that does not exist
+
+
+class Client:
+    """Base of the three clients: a masked URL, a timeout and a Kombu connection factory."""
+
+    backend: ClassVar[BackendType]
+    #: Queue types the backend provides; others raise :class:`UnsupportedQueueType`.
+    supported_types: ClassVar[frozenset[QueueType]] = frozenset(QueueType)
+
+    def __init__(self, url: str, *, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> None:
+        self._url = url
+        self.connect_timeout = connect_timeout
+
+    @property
+    def url(self) -> str:
+        """The broker URL with its password masked."""
+        return str(maybe_sanitize_url(self._url))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+    def connection(self) -> kombu.Connection:
+        """A new, not yet connected Kombu connection to this broker."""
+        raise NotImplementedError
+
+    def check_supported(self, spec: QueueSpec) -> None:
+        """Raise :class:`UnsupportedQueueType` if this backend cannot provide ``spec``."""
+        if spec.queue_type not in self.supported_types:
+            raise UnsupportedQueueType(
+                spec.name, spec.queue_type.value, self.backend.value,
+                "use queue_type='fifo', or 'priority' to take urgent jobs first",
+            )
+
+    def lookup_spec(self, connection: kombu.Connection, channel: Any, name: str) -> QueueSpec | None:
+        """The spec of an existing queue, or None; this package's transports store it."""
+        spec: QueueSpec | None = channel.queue_spec(name)
+        return spec
+
+
+class LocalClient(Client):
+    """In-process backend. Clients with the same ``broker_id`` share queues; thread-safe."""
+
+    backend = BackendType.LOCAL
+
+    def __init__(self, broker_id: str = "default", **kwargs: Any) -> None:
+        super().__init__(f"memory:///{broker_id}", **kwargs)
+        self.broker_id = broker_id
+
+    def connection(self) -> kombu.Connection:
+        return kombu.Connection(
+            transport=memory_transport.Transport, virtual_host=self.broker_id,
+            connect_timeout=self.connect_timeout,
+        )
+
+
+class RedisClient(Client):
+    """Redis backend (``redis://``, ``rediss://``, ``redis+socket://``) with exact queue order."""
+
+    backend = BackendType.REDIS
+
+    def __init__(
+        self,
+        host: str = "localhost",
+        port: int = 6379,
+        db: int = 0,
+        password: str | None = None,
+        *,
+        username: str | None = None,
+        ssl: bool = False,
+        url: str | None = None,
+        transport_options: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if url is None:
+            auth = f"{quote(username or '')}:{quote(password)}@" if password else ""
+            url = f"{'rediss' if ssl else 'redis'}://{auth}{host}:{port}/{db}"
+        super().__init__(url, **kwargs)
+        self.transport_options = transport_options or {}
+
+    def connection(self) -> kombu.Connection:
+        options = {
+            "socket_connect_timeout": self.connect_timeout,
+            "socket_timeout": max(self.connect_timeout, 30.0),
+            **self.transport_options,
+        }
+        return kombu.Connection(
+            self._url, transport=redis_transport.Transport,
+            ssl=self._url.startswith("rediss"), connect_timeout=self.connect_timeout,
+            transport_options=options,
+        )
+
+
+class RabbitMQClient(Client):
+    """RabbitMQ backend through py-amqp: durable queues, persistent messages, publisher confirms."""
+
+    backend = BackendType.RABBITMQ
+    supported_types = frozenset({QueueType.FIFO, QueueType.PRIORITY})
+
+    def __init__(
+        self,
+        host: str = "localhost",
+        port: int = 5672,
+        username: str = "guest",
+        password: str = "guest",
+        virtual_host: str = "/",
+        *,
+        ssl: bool = False,
+        url: str | None = None,
+        transport_options: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if url is None:
+            scheme = "amqps" if ssl else "amqp"
+            url = f"{scheme}://{quote(username)}:{quote(password)}@{host}:{port}/{quote(virtual_host, safe='')}"
+        super().__init__(url, **kwargs)
+        self.transport_options = transport_options or {}
+
+    def connection(self) -> kombu.Connection:
+        url = self._url.replace("pyamqp", "amqp", 1)
+        return kombu.Connection(
+            url, ssl=url.startswith("amqps"), connect_timeout=self.connect_timeout,
+            transport_options={"confirm_publish": True, **self.transport_options},
+        )
+
+    def check_supported(self, spec: QueueSpec) -> None:
+        if spec.queue_type is QueueType.STACK:
+            raise UnsupportedQueueType(
+                spec.name, "stack", "RabbitMQ",
+                "RabbitMQ has no LIFO queues: use queue_type='fifo', or 'priority' with "
+                "rising priorities, or the Redis or local backend for a stack",
+            )
+
+    def lookup_spec(self, connection: kombu.Connection, channel: Any, name: str) -> QueueSpec | None:
+        """Find an existing queue's spec by equivalence-checking declares.
+
+        AMQP does not report a queue's arguments, but RabbitMQ refuses (406) a declare whose
+        ``x-max-priority`` differs from the queue's. Each refusal closes the channel, so each
+        probe gets a fresh one; the default 10 and 255 are tried first. A queue declared by
+        someone else with other flags matches nothing and is treated as fifo.
+        """
+        probe = connection.channel()
+        try:
+            try:
+                probe.queue_declare(name, passive=True)
+            except amqp.exceptions.NotFound:
+                return None
+            for spec in _rabbitmq_candidates(name):
+                try:
+                    probe.queue_declare(name, durable=True, auto_delete=False, arguments=spec.arguments())
+                    return spec
+                except amqp.exceptions.PreconditionFailed:
+                    probe = connection.channel()
+            return QueueSpec(name)
+        finally:
+            probe.close()
+
+
+def _rabbitmq_candidates(name: str) -> Iterator[QueueSpec]:
+    """Specs to probe, most likely first: fifo, then max_priority 10, 255, 1..254."""
+    yield QueueSpec(name)
+    rest = (n for n in range(1, MAX_PRIORITY_LIMIT) if n != DEFAULT_MAX_PRIORITY)
+    for n in (DEFAULT_MAX_PRIORITY, MAX_PRIORITY_LIMIT, *rest):
+        yield QueueSpec(name, QueueType.PRIORITY, n)
+
+
+def client_from_url(url: str, **kwargs: Any) -> Client:
+    """Build the client for a Kombu URL: ``memory://``, ``redis://``, ``rediss://``,
+    ``redis+socket://``, ``amqp://``, ``pyamqp://``, ``amqps://`` (and this package's
+    ``mindtrace-memory://`` / ``mindtrace-redis://`` aliases)."""
+    scheme = urlsplit(url).scheme.lower()
+    if scheme in ("memory", "mindtrace-memory"):
+        return LocalClient(broker_id=urlsplit(url).path.strip("/") or "default", **kwargs)
+    if scheme in ("redis", "rediss", "redis+socket", "mindtrace-redis"):
+        return RedisClient(url=url.replace("mindtrace-redis", "redis", 1), **kwargs)
+    if scheme in ("amqp", "amqps", "pyamqp"):
+        return RabbitMQClient(url=url, **kwargs)
+    raise ValueError(
+        f"unsupported broker URL scheme {scheme!r} in {maybe_sanitize_url(url)}: use memory://, "
+        f"redis://, rediss://, amqp://, pyamqp:// or amqps://"
+    )
+
+
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    kombu.exceptions.OperationalError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    amqp.exceptions.ConnectionError,
+    socket.timeout,
+    OSError,
+)
+
+
+@contextmanager
+def translate_errors(
+    client: Client, queue: str, on_channel_error: Callable[[], None] = lambda: None
+) -> Iterator[None]:
+    """Map broker exceptions to this package's errors, the most specific first.
+
+    ``on_channel_error`` runs when the broker closed the channel (a 404 or 406 on RabbitMQ), so
+    the caller can open a fresh one.
+    """
+    try:
+        yield
+    except amqp.exceptions.NotFound as exc:
+        on_channel_error()
+        raise QueueNotFound(queue) from exc
+    except amqp.exceptions.PreconditionFailed as exc:
+        on_channel_error()
+        raise QueueTypeMismatch(queue, "another type", f"what was requested ({exc.reply_text})") from exc
+    except amqp.exceptions.ChannelError as exc:
+        if exc.reply_code == _NO_ROUTE:
+            raise QueueNotFound(queue) from exc
+        on_channel_error()
+        raise
+    except kombu.exceptions.BatchPublishError as exc:
+        if isinstance(exc.__cause__, redis.exceptions.ResponseError) and str(exc.__cause__) == "NOT_FOUND":
+            raise QueueNotFound(queue) from exc
+        raise
+    except _CONNECTION_ERRORS as exc:
+        on_channel_error()
+        raise BrokerUnavailable(client.url, f"{type(exc).__name__}: {exc}") from exc

@@ -1,0 +1,130 @@
+"""Queue specifications: name, type and priority range, validated before any broker call.
+
+A :class:`QueueSpec` travels to the broker as ordinary ``queue_declare`` arguments, so the same
+Kombu call declares a queue on every transport: ``x-max-priority`` for priority queues (native on
+RabbitMQ) and ``x-mindtrace-queue-type`` for stack queues (read by this package's transports).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Mapping
+
+from .errors import InvalidPriority, InvalidQueueName
+
+__all__ = [
+    "DEFAULT_MAX_PRIORITY",
+    "MAX_PRIORITY_LIMIT",
+    "QueueSpec",
+    "QueueType",
+    "dead_letter_queue_name",
+    "validate_queue_name",
+]
+
+DEFAULT_MAX_PRIORITY = 10
+MAX_PRIORITY_LIMIT = 255
+_MAX_NAME_BYTES = 255
+_TYPE_ARGUMENT = "x-mindtrace-queue-type"
+_PRIORITY_ARGUMENT = "x-max-priority"
+
+
+class QueueType(str, Enum):
+    """Delivery order of a queue."""
+
+    FIFO = "fifo"
+    STACK = "stack"
+    PRIORITY = "priority"
+
+
+def validate_queue_name(name: object) -> str:
+    """Return ``name`` if every broker accepts it, else raise :class:`InvalidQueueName`."""
+    if not isinstance(name, str) or not name:
+        raise InvalidQueueName(name, "a queue name is a non-empty string")
+    if len(name.encode("utf-8")) > _MAX_NAME_BYTES:
+        raise InvalidQueueName(name, f"longer than {_MAX_NAME_BYTES} bytes")
+    if any(ord(char) < 32 or ord(char) == 127 for char in name):
+        raise InvalidQueueName(name, "control characters are not allowed")
+    if name.startswith("amq."):
+        raise InvalidQueueName(name, "the 'amq.' prefix is reserved by AMQP brokers")
+    return name
+
+
+def dead_letter_queue_name(name: str) -> str:
+    """Name of the dead-letter queue that receives the undecodable or failed jobs of ``name``."""
+    return f"{name}.dlq"
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """A validated queue declaration."""
+
+    name: str
+    queue_type: QueueType = QueueType.FIFO
+    max_priority: int | None = None
+
+    @classmethod
+    def create(cls, name: str, queue_type: str = "fifo", max_priority: int | None = None) -> QueueSpec:
+        """Validate user input into a spec.
+
+        ``max_priority`` turns a fifo declaration into a priority queue (the README's RabbitMQ
+        idiom ``declare_queue(name, max_priority=255)``); it defaults to 10 for priority queues.
+
+        Raises:
+            InvalidQueueName, InvalidPriority, ValueError: for an unknown queue type.
+        """
+        validate_queue_name(name)
+        try:
+            kind = QueueType(queue_type)
+        except ValueError:
+            choices = ", ".join(repr(t.value) for t in QueueType)
+            raise ValueError(f"queue {name!r}: unknown queue_type {queue_type!r}; use one of {choices}") from None
+        if max_priority is not None:
+            if kind is QueueType.STACK:
+                raise InvalidPriority(name, max_priority, "stack queues have no priorities")
+            if isinstance(max_priority, bool) or not isinstance(max_priority, int) or not (
+                1 <= max_priority <= MAX_PRIORITY_LIMIT
+            ):
+                raise InvalidPriority(name, max_priority, f"max_priority must be an int in 1..{MAX_PRIORITY_LIMIT}")
+            kind = QueueType.PRIORITY
+        elif kind is QueueType.PRIORITY:
+            max_priority = DEFAULT_MAX_PRIORITY
+        return cls(name, kind, max_priority)
+
+    def describe(self) -> str:
+        """Human form used in error messages, e.g. ``priority(max_priority=10)``."""
+        if self.queue_type is QueueType.PRIORITY:
+            return f"priority(max_priority={self.max_priority})"
+        return self.queue_type.value
+
+    def arguments(self) -> dict[str, Any]:
+        """The ``queue_declare`` arguments that carry this spec to the broker."""
+        if self.queue_type is QueueType.PRIORITY:
+            return {_PRIORITY_ARGUMENT: self.max_priority}
+        if self.queue_type is QueueType.STACK:
+            return {_TYPE_ARGUMENT: QueueType.STACK.value}
+        return {}
+
+    @classmethod
+    def from_arguments(cls, name: str, arguments: Mapping[str, Any] | None) -> QueueSpec:
+        """Inverse of :meth:`arguments`, for transports that receive ``queue_declare`` calls."""
+        arguments = arguments or {}
+        if _PRIORITY_ARGUMENT in arguments:
+            return cls(name, QueueType.PRIORITY, int(arguments[_PRIORITY_ARGUMENT]))
+        return cls(name, QueueType(arguments.get(_TYPE_ARGUMENT, QueueType.FIFO.value)))
+
+    def validate_priority(self, priority: object) -> int | None:
+        """Return the priority to send, or raise :class:`InvalidPriority` before anything is sent."""
+        if priority is None:
+            return 0 if self.queue_type is QueueType.PRIORITY else None
+        if self.queue_type is not QueueType.PRIORITY:
+            raise InvalidPriority(
+                self.name, priority,
+                f"it is a {self.queue_type.value} queue; declare it with queue_type='priority' to use priorities",
+            )
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise InvalidPriority(self.name, priority, "a priority is an int")
+        assert self.max_priority is not None
+        if not 0 <= priority <= self.max_priority:
+            raise InvalidPriority(self.name, priority, f"allowed range is 0..{self.max_priority}")
+        return priority

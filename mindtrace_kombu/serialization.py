@@ -1,0 +1,119 @@
+"""The Kombu serializer for jobs.
+
+Registered with Kombu under :data:`SERIALIZER` / :data:`CONTENT_TYPE` when this module is imported
+(and through the ``kombu.serializers`` entry point, so plain Kombu and Celery processes that have
+the package installed can decode jobs too). A job travels as JSON::
+
+    {"mindtrace_job": 1, "input_type": "pkg.mod.MyInput", "output_type": null, "job": {...}}
+
+``input_type``/``output_type`` are looked up in :data:`~mindtrace_kombu.models.PAYLOAD_TYPES`
+only; a name that is not registered yields the generic base class with every field kept as an
+extra field. Nothing a message names is ever imported. Other pydantic models inside a structure
+(a Celery task body, a task result) travel as ``{"mindtrace_model": name, "data": {...}}``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel
+
+from .models import PAYLOAD_TYPES, Job, JobInput, JobOutput, payload_type_name
+
+__all__ = ["ACCEPT", "CONTENT_TYPE", "FORMAT_VERSION", "SERIALIZER", "dumps", "loads", "register_args"]
+
+SERIALIZER = "mindtrace-job"
+CONTENT_TYPE = "application/x-mindtrace-job+json"
+#: The ``accept=`` list every consumer of this package passes to Kombu: jobs only.
+ACCEPT = [CONTENT_TYPE]
+FORMAT_VERSION = 1
+
+_JOB_KEY = "mindtrace_job"
+_MODEL_KEY = "mindtrace_model"
+
+
+def _type_name(model: BaseModel | None) -> str | None:
+    return None if model is None else payload_type_name(type(model))
+
+
+def _job_envelope(job: Job) -> dict[str, Any]:
+    return {
+        _JOB_KEY: FORMAT_VERSION,
+        "input_type": _type_name(job.payload.input),
+        "output_type": _type_name(job.payload.output),
+        "job": job.model_dump(mode="json"),
+    }
+
+
+def _encode_default(obj: object) -> object:
+    if isinstance(obj, Job):
+        return _job_envelope(obj)
+    if isinstance(obj, BaseModel):
+        return {_MODEL_KEY: payload_type_name(type(obj)), "data": obj.model_dump(mode="json")}
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+def dumps(obj: object) -> str:
+    """Encode a :class:`Job` (or a JSON structure holding jobs and pydantic models)."""
+    if isinstance(obj, Job):  # the hot path: one pydantic dump in Rust, no re-parse
+        return (
+            f'{{"{_JOB_KEY}":{FORMAT_VERSION},'
+            f'"input_type":{json.dumps(_type_name(obj.payload.input))},'
+            f'"output_type":{json.dumps(_type_name(obj.payload.output))},'
+            f'"job":{obj.model_dump_json()}}}'
+        )
+    return json.dumps(obj, default=_encode_default, separators=(",", ":"))
+
+
+def _payload(data: Any, type_name: Any, base: type[BaseModel]) -> BaseModel | None:
+    if data is None:
+        return None
+    cls = PAYLOAD_TYPES.get(type_name) if isinstance(type_name, str) else None
+    if cls is None or not issubclass(cls, base):
+        cls = base  # unknown or forged name: keep every field as an extra field
+    return cls.model_validate(data)
+
+
+def _decode_job(envelope: dict[str, Any]) -> Job:
+    version = envelope.get(_JOB_KEY)
+    if version != FORMAT_VERSION:
+        raise ValueError(f"unknown job format version {version!r} (this build reads {FORMAT_VERSION})")
+    data = envelope.get("job")
+    if not isinstance(data, dict) or not isinstance(data.get("payload"), dict):
+        raise ValueError("job envelope has no job object with a payload")
+    payload = dict(data["payload"])
+    payload["input"] = _payload(payload.get("input"), envelope.get("input_type"), JobInput)
+    payload["output"] = _payload(payload.get("output"), envelope.get("output_type"), JobOutput)
+    return Job.model_validate({**data, "payload": payload})
+
+
+def _revive(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        if _JOB_KEY in obj:
+            return _decode_job(obj)
+        if _MODEL_KEY in obj and "data" in obj:
+            cls = PAYLOAD_TYPES.get(obj[_MODEL_KEY])
+            return obj["data"] if cls is None else cls.model_validate(obj["data"])
+        return {key: _revive(value) for key, value in obj.items()}
+    if isinstance(obj, list):
+        return [_revive(item) for item in obj]
+    return obj
+
+
+def loads(data: str | bytes) -> Any:
+    """Decode what :func:`dumps` produced; raises ``ValueError`` for anything else."""
+    obj = json.loads(data)
+    if isinstance(obj, dict) and _JOB_KEY in obj:
+        return _decode_job(obj)
+    return _revive(obj)
+
+
+#: ``(encoder, decoder, content_type, content_encoding)`` for the ``kombu.serializers`` entry point.
+register_args = (dumps, loads, CONTENT_TYPE, "utf-8")
+
+# Imported last: importing kombu.serialization loads the ``kombu.serializers`` entry points, which
+# name this module's ``register_args``; it must exist before that import runs.
+from kombu.serialization import register  # noqa: E402
+
+register(SERIALIZER, *register_args)
