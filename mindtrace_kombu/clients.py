@@ -8,9 +8,12 @@ this package's errors. Reprs and errors never show a password.
 
 from __future__ import annotations
 
+import base64
+import json
 import socket
+import urllib.request
 from contextlib import contextmanager
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterable, Iterator
 from urllib.parse import quote, urlsplit
 
 import amqp.exceptions
@@ -73,6 +76,11 @@ class Client:
         """The spec of an existing queue, or None; this package's transports store it."""
         spec: QueueSpec | None = channel.queue_spec(name)
         return spec
+
+    def list_specs(self, connection: kombu.Connection, channel: Any, candidates: Iterable[str]) -> list[QueueSpec]:
+        """Every queue the broker knows; ``candidates`` are names to probe where it cannot list."""
+        specs: list[QueueSpec] = channel.queue_specs()
+        return specs
 
 
 class LocalClient(Client):
@@ -145,8 +153,10 @@ class RabbitMQClient(Client):
         ssl: bool = False,
         url: str | None = None,
         transport_options: dict[str, Any] | None = None,
+        management_port: int = 15672,
         **kwargs: Any,
     ) -> None:
+        self.management_port = management_port
         if url is None:
             scheme = "amqps" if ssl else "amqp"
             url = f"{scheme}://{quote(username)}:{quote(password)}@{host}:{port}/{quote(virtual_host, safe='')}"
@@ -191,6 +201,27 @@ class RabbitMQClient(Client):
             return QueueSpec(name)
         finally:
             probe.close()
+
+
+    def list_specs(self, connection: kombu.Connection, channel: Any, candidates: Iterable[str]) -> list[QueueSpec]:
+        """Queues from the management API when the plugin answers; else the candidates that exist.
+
+        AMQP has no command that lists queues.
+        """
+        try:
+            return self._management_specs(connection)
+        except (OSError, ValueError):
+            found = (self.lookup_spec(connection, channel, name) for name in candidates)
+            return [spec for spec in found if spec is not None]
+
+    def _management_specs(self, connection: kombu.Connection) -> list[QueueSpec]:
+        vhost = quote(connection.virtual_host or "/", safe="")
+        request = urllib.request.Request(f"http://{connection.hostname}:{self.management_port}/api/queues/{vhost}")
+        token = base64.b64encode(f"{connection.userid}:{connection.password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+        with urllib.request.urlopen(request, timeout=self.connect_timeout) as response:  # noqa: S310 - http only
+            queues = json.load(response)
+        return [QueueSpec.from_arguments(queue["name"], queue.get("arguments")) for queue in queues]
 
 
 def _rabbitmq_candidates(name: str) -> Iterator[QueueSpec]:
@@ -251,7 +282,7 @@ def translate_errors(
         on_channel_error()
         raise
     except kombu.exceptions.BatchPublishError as exc:
-        if isinstance(exc.__cause__, redis.exceptions.ResponseError) and str(exc.__cause__) == "NOT_FOUND":
+        if exc.__cause__ is not None and redis_transport.is_queue_not_found(exc.__cause__):
             raise QueueNotFound(queue) from exc
         raise
     except _CONNECTION_ERRORS as exc:

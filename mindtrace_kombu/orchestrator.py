@@ -21,6 +21,7 @@ from .errors import JobDecodeError, QueueNotFound, QueueTypeMismatch
 from .models import QUEUE_MAPPING, Job, JobType
 from .queues import QueueSpec, QueueType, dead_letter_queue_name, validate_queue_name
 from .serialization import ACCEPT, SERIALIZER
+from .transport.base import UNPARSEABLE_CONTENT_TYPE
 
 __all__ = ["Orchestrator"]
 
@@ -176,6 +177,17 @@ class Orchestrator:
             )
         self._specs[spec.name] = spec
 
+    def list_queues(self) -> list[QueueSpec]:
+        """Specs of the queues on the broker, by name. Redis and local: 1 round trip; RabbitMQ:
+        the management API if enabled, else the routed queues, their dead-letter queues and the
+        queues this orchestrator has seen, where they exist."""
+        session = self._session()
+        known = {*self.routes.values(), *self._specs}
+        candidates = sorted(known | {dead_letter_queue_name(name) for name in known})
+        with self._broker_call("*"):
+            specs = self.client.list_specs(session.connection, session.channel, candidates)
+        return sorted(specs, key=lambda spec: spec.name)
+
     def count_queue_messages(self, queue_name: str) -> int:
         """Number of ready messages; exact as soon as ``publish`` has returned. 1 round trip.
 
@@ -299,7 +311,10 @@ class Orchestrator:
         try:
             job = message.decode()
         except ContentDisallowed:
-            reason = f"content type {message.content_type!r} is not a job (expected {ACCEPT[0]!r})"
+            if message.content_type == UNPARSEABLE_CONTENT_TYPE:
+                reason = "not a Kombu message: the broker held raw bytes"
+            else:
+                reason = f"content type {message.content_type!r} is not a job (expected {ACCEPT[0]!r})"
         except (DecodeError, MessageStateError) as exc:
             reason = f"cannot decode body: {exc}"
         else:

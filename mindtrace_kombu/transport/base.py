@@ -13,6 +13,7 @@ adds what exact semantics need on top, once for both transports:
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from amqp.exceptions import NotFound, PreconditionFailed
@@ -20,12 +21,27 @@ from amqp.protocol import queue_declare_ok_t
 
 from ..queues import QueueSpec
 
-__all__ = ["ExactOrderChannelMixin", "queue_not_found"]
+__all__ = ["UNPARSEABLE_CONTENT_TYPE", "ExactOrderChannelMixin", "queue_not_found", "unparseable_message"]
+
+#: Content type given to raw broker data that is not a Kombu message; no consumer accepts it,
+#: so it is dead-lettered with its bytes intact instead of being dropped.
+UNPARSEABLE_CONTENT_TYPE = "application/x-mindtrace-unparseable"
 
 
 def queue_not_found(queue: str) -> NotFound:
     """The 404 every primitive raises for an undeclared queue (same class as py-amqp's)."""
     return NotFound(f"NOT_FOUND - no queue {queue!r}", (50, 10), "Queue.declare")
+
+
+def unparseable_message(raw: bytes, delivery_tag: str) -> dict[str, Any]:
+    """Wrap raw bytes that are not a Kombu message into one, body base64-encoded, unchanged."""
+    return {
+        "body": base64.b64encode(raw).decode("ascii"),
+        "content-type": UNPARSEABLE_CONTENT_TYPE,
+        "content-encoding": "binary",
+        "headers": {},
+        "properties": {"body_encoding": "base64", "delivery_tag": delivery_tag, "delivery_info": {}},
+    }
 
 
 class ExactOrderChannelMixin:
@@ -37,6 +53,10 @@ class ExactOrderChannelMixin:
 
     def queue_spec(self, queue: str) -> QueueSpec | None:
         """Return the stored spec of ``queue``, or None when it was never declared."""
+        raise NotImplementedError
+
+    def queue_specs(self) -> list[QueueSpec]:
+        """Every queue declared on this broker (through this package's transports)."""
         raise NotImplementedError
 
     def _new_queue(self, queue: str, **kwargs: Any) -> None:

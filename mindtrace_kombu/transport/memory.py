@@ -85,6 +85,10 @@ class Channel(ExactOrderChannelMixin, virtual.Channel):  # type: ignore[misc]
         found = self.broker.queues.get(queue)
         return None if found is None else found.spec
 
+    def queue_specs(self) -> list[QueueSpec]:
+        with self.broker.lock:
+            return [heap.spec for heap in self.broker.queues.values()]
+
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
         priority = message["properties"].get("priority") or 0
         with self.broker.lock:

@@ -33,9 +33,9 @@ from redis.commands.core import Script
 from redis.exceptions import ResponseError
 
 from ..queues import QueueSpec, QueueType
-from .base import ExactOrderChannelMixin, queue_not_found
+from .base import ExactOrderChannelMixin, queue_not_found, unparseable_message
 
-__all__ = ["Channel", "Transport", "SPECS_KEY", "ordered_key"]
+__all__ = ["Channel", "Transport", "SPECS_KEY", "is_queue_not_found", "ordered_key"]
 
 SPECS_KEY = "mindtrace.queues"
 SEQ_KEY = "mindtrace.seq"
@@ -100,6 +100,11 @@ def ordered_key(queue: str) -> str:
     return f"mindtrace.z.{queue}"
 
 
+def is_queue_not_found(exc: BaseException) -> bool:
+    """Whether a Redis error (direct or from a pipeline) is a script's missing-queue reply."""
+    return isinstance(exc, ResponseError) and str(exc).rsplit(": ", 1)[-1] == _NOT_FOUND
+
+
 def _keys(queue: str) -> list[str]:
     return [SPECS_KEY, queue, ordered_key(queue), SEQ_KEY]
 
@@ -138,7 +143,7 @@ class Channel(ExactOrderChannelMixin, kombu_redis.Channel):  # type: ignore[misc
         try:
             return self._script(name, source)(keys=_keys(queue), args=[queue, *args], client=self.client)
         except ResponseError as exc:
-            if str(exc) == _NOT_FOUND:
+            if is_queue_not_found(exc):
                 raise queue_not_found(queue) from None
             raise
 
@@ -148,6 +153,9 @@ class Channel(ExactOrderChannelMixin, kombu_redis.Channel):  # type: ignore[misc
     def queue_spec(self, queue: str) -> QueueSpec | None:
         raw = self.client.hget(SPECS_KEY, queue)
         return None if raw is None else _decode_spec(queue, raw)
+
+    def queue_specs(self) -> list[QueueSpec]:
+        return [_decode_spec(name.decode(), raw) for name, raw in self.client.hgetall(SPECS_KEY).items()]
 
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
         priority = message["properties"].get("priority") or 0
@@ -165,7 +173,12 @@ class Channel(ExactOrderChannelMixin, kombu_redis.Channel):  # type: ignore[misc
         item = self._run("get", _GET, queue)
         if item is None:
             raise Empty()
-        return loads(item)  # type: ignore[no-any-return]
+        try:
+            message = loads(item)
+            message["properties"]["delivery_tag"]  # noqa: B018 - a Kombu message has one
+        except (ValueError, TypeError, KeyError):
+            return unparseable_message(item, self._next_delivery_tag())
+        return message  # type: ignore[no-any-return]
 
     def _size(self, queue: str) -> int:
         return int(self._run("size", _SIZE, queue))
@@ -182,3 +195,13 @@ class Transport(kombu_redis.Transport):  # type: ignore[misc]
 
     Channel = Channel
     driver_name = "mindtrace-redis"
+
+    def _deliver(self, message: Any, queue: str) -> None:
+        """Deliver what Kombu's BRPOP loop popped.
+
+        For a stack or priority queue that is a wake-up token, not a message: swap it for the
+        queue's best message (one script call) before handing it to the consumer callback.
+        """
+        if not isinstance(message, dict):
+            message = self.channels[0]._get(queue)  # raises Empty if another consumer won
+        super()._deliver(message, queue)

@@ -1,0 +1,93 @@
+"""Shared fixtures: real brokers, unique queue names, the backend parametrization.
+
+Unreachable brokers skip their tests with a reason, unless ``MINDTRACE_REQUIRE_BROKERS=1``
+(set by ``.ci/run``), where that is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Iterator
+
+import pytest
+
+from mindtrace_kombu import Job, JobInput, JobSchema, JobType, Orchestrator
+from mindtrace_kombu.clients import Client, LocalClient, RabbitMQClient, RedisClient, client_from_url
+from mindtrace_kombu.errors import BrokerUnavailable
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
+AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@localhost:5672//")
+REQUIRE_BROKERS = os.environ.get("MINDTRACE_REQUIRE_BROKERS") == "1"
+
+BACKENDS = ["local", "redis", "rabbitmq"]
+
+
+class SampleInput(JobInput):
+    """A payload type used across the tests."""
+
+    value: int
+    label: str = "sample"
+
+
+def make_job(value: int = 0, job_type: JobType = JobType.DEFAULT, **input_fields: object) -> Job:
+    return Job(
+        name=f"job-{value}",
+        job_type=job_type,
+        payload=JobSchema(name="sample", input=SampleInput(value=value, **input_fields)),
+    )
+
+
+def unique(prefix: str = "q") -> str:
+    """A queue name no other test or parallel run uses."""
+    return f"test-{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def broker_url(backend: str) -> str:
+    return {"local": f"memory:///{unique('broker')}", "redis": REDIS_URL, "rabbitmq": AMQP_URL}[backend]
+
+
+def make_client(backend: str) -> Client:
+    """A client for ``backend``; skips (or fails under MINDTRACE_REQUIRE_BROKERS=1) if unreachable."""
+    client = client_from_url(broker_url(backend), connect_timeout=3)
+    if isinstance(client, LocalClient):
+        return client
+    assert isinstance(client, (RedisClient, RabbitMQClient))
+    try:
+        with client.connection() as connection:
+            connection.ensure_connection(max_retries=1)
+            connection.default_channel  # noqa: B018 - opening a channel proves the broker answers
+    except Exception as exc:  # noqa: BLE001
+        reason = f"{backend} broker at {client.url} is unreachable: {exc}"
+        if REQUIRE_BROKERS:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return client
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def client(backend: str) -> Client:
+    return make_client(backend)
+
+
+@pytest.fixture
+def orchestrator(client: Client) -> Iterator[Orchestrator]:
+    """An orchestrator on the parametrized backend; deletes the queues the test declared."""
+    orch = Orchestrator(client)
+    yield orch
+    for name in list(orch._specs):
+        try:
+            orch.delete_queue(name)
+        except (KeyError, BrokerUnavailable):
+            pass
+    orch.close()
+
+
+@pytest.fixture
+def queue_name() -> str:
+    return unique()
