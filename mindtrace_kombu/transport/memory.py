@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from queue import Empty
 from typing import Any
@@ -29,6 +31,7 @@ from .base import ExactOrderChannelMixin, queue_not_found
 __all__ = ["Channel", "Transport"]
 
 _HeapItem = tuple[int, int, dict[str, Any]]
+_IDLE_WAIT = 1.0  # re-check at least this often (a consumer added elsewhere, prefetch freed)
 
 
 @dataclass
@@ -46,8 +49,9 @@ class _HeapQueue:
 class _Broker:
     """The queues of one broker id."""
 
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.Condition = field(default_factory=threading.Condition)
     queues: dict[str, _HeapQueue] = field(default_factory=dict)
+    puts: int = 0  # bumped (and waiters notified) on every put
     seq: itertools.count[int] = field(default_factory=itertools.count)
     state: virtual.BrokerState = field(default_factory=virtual.BrokerState)
 
@@ -64,7 +68,6 @@ def _broker_for(broker_id: str) -> _Broker:
 class Channel(ExactOrderChannelMixin, virtual.Channel):  # type: ignore[misc]
     """In-process channel with exact queue order."""
 
-    do_restore = False
     supports_fanout = False
 
     def __init__(self, connection: Any, **kwargs: Any) -> None:
@@ -94,6 +97,8 @@ class Channel(ExactOrderChannelMixin, virtual.Channel):  # type: ignore[misc]
         with self.broker.lock:
             heap = self._queue(queue)
             heapq.heappush(heap.items, (*heap.sort_key(priority, next(self.broker.seq)), message))
+            self.broker.puts += 1
+            self.broker.lock.notify_all()
 
     def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
         with self.broker.lock:
@@ -127,3 +132,21 @@ class Transport(memory.Transport):  # type: ignore[misc]
         super().__init__(client, **kwargs)
         self.broker = _broker_for(client.virtual_host or "/")
         self.state = self.broker.state
+
+    def drain_events(self, connection: Any, timeout: float | None = None) -> None:
+        """Deliver one message to a consumer; sleeps until a put instead of Kombu's fixed poll."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self.broker.lock:
+                seen = self.broker.puts
+            try:
+                self.cycle.get(self._deliver, timeout=0)
+                return
+            except Empty:
+                pass
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise socket.timeout()
+            with self.broker.lock:
+                if self.broker.puts == seen:  # nothing arrived since the attempt: wait for a put
+                    self.broker.lock.wait(min(remaining or _IDLE_WAIT, _IDLE_WAIT))
