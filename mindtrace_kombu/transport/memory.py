@@ -4,6 +4,7 @@ Extends Kombu's memory transport. Every queue is a binary heap ordered by a key 
 type, so all three types share one O(log n) code path:
 
 * fifo: ``(0, seq)``; stack: ``(0, -seq)``; priority: ``(-priority, seq)``
+* a redelivered (restored) message negates ``seq``: it goes first among its equals, as on Redis
 
 State lives per broker id, the connection's virtual host (``memory:///my_app``): connections
 with the same broker id share queues, different ids do not. One lock per broker makes every
@@ -39,10 +40,11 @@ class _HeapQueue:
     spec: QueueSpec
     items: list[_HeapItem] = field(default_factory=list)
 
-    def sort_key(self, priority: int, seq: int) -> tuple[int, int]:
-        if self.spec.queue_type is QueueType.PRIORITY:
-            return (-priority, seq)
-        return (0, -seq if self.spec.queue_type is QueueType.STACK else seq)
+    def sort_key(self, priority: int, seq: int, redelivered: bool) -> tuple[int, int]:
+        """Heap key; a redelivered message goes before the others of its rank, as on Redis."""
+        if self.spec.queue_type is QueueType.STACK or redelivered:
+            seq = -seq
+        return (-priority if self.spec.queue_type is QueueType.PRIORITY else 0, seq)
 
 
 @dataclass
@@ -96,7 +98,8 @@ class Channel(ExactOrderChannelMixin, virtual.Channel):  # type: ignore[misc]
         priority = message["properties"].get("priority") or 0
         with self.broker.lock:
             heap = self._queue(queue)
-            heapq.heappush(heap.items, (*heap.sort_key(priority, next(self.broker.seq)), message))
+            key = heap.sort_key(priority, next(self.broker.seq), bool(message.get("redelivered")))
+            heapq.heappush(heap.items, (*key, message))
             self.broker.puts += 1
             self.broker.lock.notify_all()
 

@@ -65,7 +65,10 @@ if spec == 'fifo' then
 else
   local seq = redis.call('INCR', KEYS[4])
   local score = -seq
-  if spec ~= 'stack' then score = (255 - tonumber(ARGV[3])) * 17592186044416 + seq end
+  if spec ~= 'stack' then
+    if ARGV[4] == '1' then seq = 0 end  -- restored: first among its priority
+    score = (255 - tonumber(ARGV[3])) * 17592186044416 + seq
+  end
   redis.call('ZADD', KEYS[3], score, ARGV[2])
   redis.call('LPUSH', KEYS[2], '1')
 end
@@ -82,9 +85,10 @@ for j = 1, #ARGV - 1 do
   local list, zset = KEYS[2 + 2 * j], KEYS[3 + 2 * j]
   local spec = redis.call('HGET', KEYS[1], queue)
   local item = false
+  if not spec then return redis.error_reply('NOT_FOUND ' .. queue) end
   if spec == 'fifo' then
     item = redis.call('RPOP', list)
-  elseif spec then
+  else
     local popped = redis.call('ZPOPMIN', zset)
     if #popped > 0 then
       item = popped[1]
@@ -186,6 +190,13 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
         else:
             super().append(message, delivery_tag)
 
+    def restore_unacked(self, client: Any = None) -> None:
+        """Restore in reverse delivery order: each goes to the front, so the original order holds."""
+        with self.channel.conn_or_acquire(client) as client:
+            for tag in reversed(list(self._delivered)):
+                self.restore_by_tag(tag, client=client)
+        self._delivered.clear()
+
 
 class Channel(ExactOrderChannelMixin, kombu_redis.Channel):  # type: ignore[misc]
     """Redis channel with exact queue order; unacked bookkeeping apart from a host Celery app's."""
@@ -238,26 +249,50 @@ class Channel(ExactOrderChannelMixin, kombu_redis.Channel):  # type: ignore[misc
         batch.pipeline.scripts.add(script)
         batch.add("evalsha", script.sha, len(_keys(queue)), *_keys(queue), queue, dumps(message), priority, 0)
 
+    def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
+        """Get one message; unless ``no_ack``, popped and recorded as unacked in one script call
+        (Kombu's version pops, then records in a second command)."""
+        if no_ack:
+            return super().basic_get(queue, no_ack=True, **kwargs)
+        found = self._pop_record([queue])
+        if found is None:
+            return None
+        message = self.Message(found[1], channel=self)
+        self.qos.append(message, message.delivery_tag)
+        return message
+
+    def _pop_record(self, queues: list[str]) -> tuple[str, dict[str, Any]] | None:
+        """One script call: the first message of ``queues``, recorded as unacked (raw bytes that
+        are no Kombu message come back wrapped, unrecorded, to be dead-lettered)."""
+        keys = [SPECS_KEY, self.unacked_key, self.unacked_index_key]
+        for queue in queues:
+            keys += [queue, ordered_key(queue)]
+        try:
+            found = self._script("pop_record", _POP_RECORD)(keys=keys, args=[time.time(), *queues], client=self.client)
+        except ResponseError as exc:
+            missing = str(exc).partition(f"{_NOT_FOUND} ")[2]
+            if missing:
+                raise queue_not_found(missing) from None
+            raise
+        if not found:
+            return None
+        queue, item, tag = (found + [None])[:3]
+        if tag is None:
+            return queue.decode(), unparseable_message(item, self._next_delivery_tag())
+        self.recorded.add(tag.decode())
+        return queue.decode(), loads(item)
+
     def deliver_next(self) -> bool:
         """Pop one message of the consumed queues, recorded as unacked, and deliver it to its
         consumer. One round trip; False when every consumed queue is empty or prefetch is full."""
         queues = list(self._active_queues)
         if not queues or not self.qos.can_consume():
             return False
-        keys = [SPECS_KEY, self.unacked_key, self.unacked_index_key]
-        for queue in queues:
-            keys += [queue, ordered_key(queue)]
-        found = self._script("pop_record", _POP_RECORD)(keys=keys, args=[time.time(), *queues], client=self.client)
-        if not found:
+        found = self._pop_record(queues)
+        if found is None:
             return False
         self._active_queues.append(self._active_queues.pop(0))  # round robin across queues
-        queue, item, tag = (found + [None])[:3]
-        queue = queue.decode()
-        if tag is None:  # raw bytes, not a Kombu message: delivered so it can be dead-lettered
-            message = unparseable_message(item, self._next_delivery_tag())
-        else:
-            message = loads(item)
-            self.recorded.add(tag.decode())
+        queue, message = found
         self.connection._deliver(message, queue)
         return True
 
