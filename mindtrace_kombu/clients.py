@@ -27,12 +27,14 @@ from .models import BackendType
 from .queues import DEFAULT_MAX_PRIORITY, MAX_PRIORITY_LIMIT, QueueSpec, QueueType
 from .transport import memory as memory_transport
 from .transport import redis as redis_transport
+from .transport import sentinel as sentinel_transport
 
 __all__ = [
     "Client",
     "LocalClient",
     "RabbitMQClient",
     "RedisClient",
+    "RedisSentinelClient",
     "client_from_url",
     "translate_errors",
 ]
@@ -103,6 +105,8 @@ class RedisClient(Client):
     """Redis backend (``redis://``, ``rediss://``, ``redis+socket://``) with exact queue order."""
 
     backend = BackendType.REDIS
+    #: The Kombu transport the connections use.
+    transport_class: ClassVar[type] = redis_transport.Transport
 
     def __init__(
         self,
@@ -118,7 +122,7 @@ class RedisClient(Client):
         **kwargs: Any,
     ) -> None:
         if url is None:
-            auth = f"{quote(username or '')}:{quote(password)}@" if password else ""
+            auth = f"{quote(username or '', safe='')}:{quote(password, safe='')}@" if password else ""
             url = f"{'rediss' if ssl else 'redis'}://{auth}{host}:{port}/{db}"
         super().__init__(url, **kwargs)
         self.transport_options = transport_options or {}
@@ -126,14 +130,21 @@ class RedisClient(Client):
     def connection(self) -> kombu.Connection:
         options = {
             "socket_connect_timeout": self.connect_timeout,
-            "socket_timeout": max(self.connect_timeout, 30.0),
+            "socket_timeout": self.connect_timeout,  # bounds the AUTH/HELLO handshake of a silent server too
             **self.transport_options,
         }
         return kombu.Connection(
-            self._url, transport=redis_transport.Transport,
+            self._url, transport=self.transport_class,
             ssl=self._url.startswith("rediss"), connect_timeout=self.connect_timeout,
             transport_options=options,
         )
+
+
+class RedisSentinelClient(RedisClient):
+    """Redis through Sentinel: ``sentinel://host:26379[;sentinel://host2:26379][/db]``, with the
+    master's name in ``transport_options={"master_name": ...}``, as for Kombu."""
+
+    transport_class = sentinel_transport.Transport
 
 
 class RabbitMQClient(Client):
@@ -159,7 +170,7 @@ class RabbitMQClient(Client):
         self.management_port = management_port
         if url is None:
             scheme = "amqps" if ssl else "amqp"
-            url = f"{scheme}://{quote(username)}:{quote(password)}@{host}:{port}/{quote(virtual_host, safe='')}"
+            url = f"{scheme}://{quote(username, safe='')}:{quote(password, safe='')}@{host}:{port}/{quote(virtual_host, safe='')}"
         super().__init__(url, **kwargs)
         self.transport_options = transport_options or {}
 
@@ -234,18 +245,20 @@ def _rabbitmq_candidates(name: str) -> Iterator[QueueSpec]:
 
 def client_from_url(url: str, **kwargs: Any) -> Client:
     """Build the client for a Kombu URL: ``memory://``, ``redis://``, ``rediss://``,
-    ``redis+socket://``, ``amqp://``, ``pyamqp://``, ``amqps://`` (and this package's
-    ``mindtrace-memory://`` / ``mindtrace-redis://`` aliases)."""
+    ``redis+socket://``, ``sentinel://``, ``amqp://``, ``pyamqp://``, ``amqps://`` (and this
+    package's ``mindtrace-memory://`` / ``mindtrace-redis://`` aliases)."""
     scheme = urlsplit(url).scheme.lower()
     if scheme in ("memory", "mindtrace-memory"):
         return LocalClient(broker_id=urlsplit(url).path.strip("/") or "default", **kwargs)
     if scheme in ("redis", "rediss", "redis+socket", "mindtrace-redis"):
         return RedisClient(url=url.replace("mindtrace-redis", "redis", 1), **kwargs)
+    if scheme == "sentinel":
+        return RedisSentinelClient(url=url, **kwargs)
     if scheme in ("amqp", "amqps", "pyamqp"):
         return RabbitMQClient(url=url, **kwargs)
     raise ValueError(
         f"unsupported broker URL scheme {scheme!r} in {maybe_sanitize_url(url)}: use memory://, "
-        f"redis://, rediss://, amqp://, pyamqp:// or amqps://"
+        f"redis://, rediss://, sentinel://, amqp://, pyamqp:// or amqps://"
     )
 
 

@@ -4,7 +4,7 @@ caller would naturally catch::
     JobsError
     ├── QueueNotFound           (KeyError)         the queue was never declared, or was deleted
     ├── QueueTypeMismatch       (ValueError)       re-declared with another type or max_priority
-    │   └── QueueAlreadyExists                     alias kept for callers that catch it by name
+    │                                              (``QueueAlreadyExists`` is the same class)
     ├── UnsupportedQueueType    (ValueError)       the backend cannot provide this queue type
     ├── InvalidPriority         (ValueError)       priority out of range, not an int, or on a non-priority queue
     ├── InvalidQueueName        (ValueError)       empty, too long, control characters, ``amq.`` prefix
@@ -60,8 +60,9 @@ class QueueTypeMismatch(JobsError, ValueError):
         )
 
 
-class QueueAlreadyExists(QueueTypeMismatch):
-    """Alias of :class:`QueueTypeMismatch` for callers that catch it by this name."""
+#: Alias of :class:`QueueTypeMismatch` for callers that catch it by this name. The same class,
+#: not a subclass: ``except QueueAlreadyExists`` must catch the mismatch that is raised.
+QueueAlreadyExists = QueueTypeMismatch
 
 
 class UnsupportedQueueType(JobsError, ValueError):

@@ -7,9 +7,11 @@ not thread-safe, so each thread gets its own connection, channel and producer.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
-from typing import Any, Iterable, Mapping
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, NamedTuple, Sequence, TypeVar
 
 from kombu import Connection, Producer
 from kombu.exceptions import ContentDisallowed, DecodeError, MessageStateError
@@ -17,16 +19,40 @@ from kombu.message import Message
 from kombu.serialization import prepare_accept_content
 
 from .clients import Client, LocalClient, client_from_url, translate_errors
-from .errors import JobDecodeError, QueueNotFound, QueueTypeMismatch
+from .config import broker_settings, broker_url_from_env
+from .errors import BrokerUnavailable, JobDecodeError, QueueNotFound, QueueTypeMismatch
 from .models import QUEUE_MAPPING, Job, JobType
 from .queues import QueueSpec, QueueType, dead_letter_queue_name, validate_queue_name
 from .serialization import ACCEPT, SERIALIZER
 from .transport.base import UNPARSEABLE_CONTENT_TYPE
 
-__all__ = ["Orchestrator"]
+if TYPE_CHECKING:
+    from .dead_letters import DeadLetter
+    from .worker import Handler, WorkerStats
+
+__all__ = ["MessageBuilder", "Orchestrator", "OutgoingMessage", "job_message"]
 
 _ACCEPT = prepare_accept_content(ACCEPT)
 _POLL_MIN, _POLL_MAX = 0.001, 0.05  # receive_message(timeout=...) poll backoff, seconds
+_RETRY_BACKOFF, _RETRY_BACKOFF_MAX = 0.2, 2.0  # reconnect backoff, seconds
+_T = TypeVar("_T")
+
+
+class OutgoingMessage(NamedTuple):
+    """A message for the broker: its body and extra ``Producer.publish`` options (headers...)."""
+
+    body: Any
+    options: Mapping[str, Any]
+
+
+#: How a job becomes the message published to a queue: ``(queue_name, job) -> OutgoingMessage``.
+#: The Celery bridge supplies one that turns jobs for task-bound queues into task messages.
+MessageBuilder = Callable[[str, Job], OutgoingMessage]
+
+
+def job_message(queue_name: str, job: Job) -> OutgoingMessage:
+    """The default :data:`MessageBuilder`: the job itself, encoded by the job serializer."""
+    return OutgoingMessage(job, {})
 
 
 class _Session:
@@ -69,10 +95,24 @@ class Orchestrator:
     Args:
         client: the backend; ``None`` means a fresh :class:`LocalClient`.
         routes: job type -> queue overrides for :meth:`submit`, on top of ``QUEUE_MAPPING``.
+        message_builder: how a job becomes a message (default :func:`job_message`); every
+            publish goes through it, e.g. to send Celery task messages (``from_celery``).
+        connection_retries: how often an operation is retried on a new connection after the
+            broker connection broke, before :class:`BrokerUnavailable` (a retried publish may
+            deliver the job twice).
     """
 
-    def __init__(self, client: Client | None = None, *, routes: Mapping[JobType | str, str] | None = None) -> None:
+    def __init__(
+        self,
+        client: Client | None = None,
+        *,
+        routes: Mapping[JobType | str, str] | None = None,
+        connection_retries: int = 2,
+        message_builder: MessageBuilder | None = None,
+    ) -> None:
         self.client = client if client is not None else LocalClient()
+        self.connection_retries = connection_retries
+        self.message_builder: MessageBuilder = message_builder or job_message
         self.routes: dict[JobType, str] = dict(QUEUE_MAPPING)
         for job_type, queue in (routes or {}).items():
             self.routes[JobType(job_type)] = validate_queue_name(queue)
@@ -89,6 +129,45 @@ class Orchestrator:
         """
         routes = kwargs.pop("routes", None)
         return cls(client_from_url(url, **kwargs), routes=routes)
+
+    @classmethod
+    def from_celery(cls, app: Any, *, tasks: Mapping[str, str] | None = None, **kwargs: Any) -> Orchestrator:
+        """Build an orchestrator on a Celery app's broker, sending task messages to task queues.
+
+        It reuses the app's broker URL, transport options and connection pool, and only adds the
+        job content type to the app's accepted content. Jobs published to a queue bound to a task
+        (``@job_task(app, queue=...)``, or ``tasks={queue: task_name}``) become Celery task messages.
+
+        Args:
+            app: a ``celery.Celery`` application.
+            tasks: extra queue -> task name bindings, for tasks this process does not import.
+            **kwargs: ``routes``, as for the constructor.
+
+        Raises:
+            ImportError: Celery is not installed. ValueError: the app's broker is not supported.
+        """
+        from .celery import CeleryTaskMessages, celery_client
+
+        return cls(celery_client(app), message_builder=CeleryTaskMessages(app, tasks), **kwargs)
+
+    @classmethod
+    def from_config(cls, config: str | object, **kwargs: Any) -> Orchestrator:
+        """Build an orchestrator on the broker of a Celery configuration, without importing Celery.
+
+        Args:
+            config: a module name (``"celeryconfig"``) or an object with ``broker_url`` and,
+                optionally, ``broker_transport_options`` and ``broker_connection_timeout``.
+                ``CELERY_BROKER_URL`` in the environment wins, as it does for Celery.
+            **kwargs: ``routes``, as for the constructor.
+        """
+        settings = broker_settings(config)
+        return cls.from_url(settings.url, **settings.client_options(), **kwargs)
+
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> Orchestrator:
+        """Build an orchestrator from ``MINDTRACE_BROKER_URL``, else ``CELERY_BROKER_URL``, else
+        ``redis://localhost:6379/0``. Keyword arguments are those of :meth:`from_url`."""
+        return cls.from_url(broker_url_from_env(), **kwargs)
 
     def __repr__(self) -> str:
         return f"Orchestrator({self.client!r})"
@@ -117,14 +196,37 @@ class Orchestrator:
                 self._sessions.append(session)
         return session
 
-    def _broker_call(self, queue: str) -> Any:
-        session = self._session()
-        return translate_errors(self.client, queue, on_channel_error=session.reset_channel)
+    def _drop_session(self, session: _Session) -> None:
+        if getattr(self._local, "session", None) is session:
+            del self._local.session
+        with self._sessions_lock:
+            if session in self._sessions:
+                self._sessions.remove(session)
+        try:
+            session.close()
+        except Exception:  # noqa: BLE001 - the connection is already broken
+            pass
+
+    def _run(self, queue: str, operation: Callable[[_Session], _T]) -> _T:
+        """Run one broker operation with errors translated (:func:`translate_errors`).
+
+        A broken connection is dropped and the operation retried on a new one, up to
+        ``connection_retries`` times with a short backoff; then :class:`BrokerUnavailable`.
+        """
+        for attempt in itertools.count():
+            session = self._session()
+            try:
+                with translate_errors(self.client, queue, on_channel_error=session.reset_channel):
+                    return operation(session)
+            except BrokerUnavailable:
+                self._drop_session(session)
+                if attempt >= self.connection_retries:
+                    raise
+                time.sleep(min(_RETRY_BACKOFF * 2**attempt, _RETRY_BACKOFF_MAX))
+        raise AssertionError("unreachable")
 
     def _lookup_spec(self, name: str) -> QueueSpec | None:
-        session = self._session()
-        with self._broker_call(name):
-            spec = self.client.lookup_spec(session.connection, session.channel, name)
+        spec = self._run(name, lambda session: self.client.lookup_spec(session.connection, session.channel, name))
         if spec is not None:
             self._specs[name] = spec
         return spec
@@ -170,22 +272,28 @@ class Orchestrator:
 
     def _declare(self, spec: QueueSpec) -> None:
         """One queue_declare (Redis: 2 round trips; RabbitMQ and local: 1)."""
-        session = self._session()
-        with self._broker_call(spec.name):
-            session.channel.queue_declare(
-                spec.name, durable=True, auto_delete=False, arguments=spec.arguments()
-            )
+        self._run(spec.name, lambda session: session.channel.queue_declare(
+            spec.name, durable=True, auto_delete=False, arguments=spec.arguments()
+        ))
         self._specs[spec.name] = spec
+
+    def queue_spec(self, queue_name: str) -> QueueSpec:
+        """The spec (type, max_priority) of an existing queue, whoever declared it; afterwards
+        :meth:`list_queues` includes it on every backend. 1 round trip (RabbitMQ: a few probes).
+
+        Raises:
+            QueueNotFound: the queue does not exist.
+        """
+        validate_queue_name(queue_name)
+        return self._spec(queue_name)
 
     def list_queues(self) -> list[QueueSpec]:
         """Specs of the queues on the broker, by name. Redis and local: 1 round trip; RabbitMQ:
         the management API if enabled, else the routed queues, their dead-letter queues and the
         queues this orchestrator has seen, where they exist."""
-        session = self._session()
         known = {*self.routes.values(), *self._specs}
         candidates = sorted(known | {dead_letter_queue_name(name) for name in known})
-        with self._broker_call("*"):
-            specs = self.client.list_specs(session.connection, session.channel, candidates)
+        specs = self._run("*", lambda session: self.client.list_specs(session.connection, session.channel, candidates))
         return sorted(specs, key=lambda spec: spec.name)
 
     def count_queue_messages(self, queue_name: str) -> int:
@@ -195,9 +303,9 @@ class Orchestrator:
             QueueNotFound: the queue does not exist.
         """
         validate_queue_name(queue_name)
-        session = self._session()
-        with self._broker_call(queue_name):
-            return int(session.channel.queue_declare(queue_name, passive=True).message_count)
+        return self._run(queue_name, lambda session: int(
+            session.channel.queue_declare(queue_name, passive=True).message_count
+        ))
 
     def clean_queue(self, queue_name: str) -> int:
         """Remove every ready message; returns how many were removed. 1 round trip.
@@ -206,9 +314,7 @@ class Orchestrator:
             QueueNotFound: the queue does not exist.
         """
         validate_queue_name(queue_name)
-        session = self._session()
-        with self._broker_call(queue_name):
-            return int(session.channel.queue_purge(queue_name) or 0)
+        return self._run(queue_name, lambda session: int(session.channel.queue_purge(queue_name) or 0))
 
     def delete_queue(self, queue_name: str) -> None:
         """Delete the queue and its messages, whoever declared it. 2 round trips.
@@ -218,10 +324,12 @@ class Orchestrator:
         """
         validate_queue_name(queue_name)
         self._specs.pop(queue_name, None)
-        session = self._session()
-        with self._broker_call(queue_name):
+
+        def delete(session: _Session) -> None:
             session.channel.queue_declare(queue_name, passive=True)  # RabbitMQ's delete never says 404
             session.channel.queue_delete(queue_name)
+
+        self._run(queue_name, delete)
 
     # -- publishing --------------------------------------------------------------------------------
 
@@ -249,20 +357,24 @@ class Orchestrator:
                 raise TypeError(f"publish expects a Job, got {type(job).__name__}")
         spec = self._spec(queue_name)
         priority = spec.validate_priority(priority)
-        self._send(queue_name, jobs, priority)
+        messages = [self.message_builder(queue_name, job) for job in jobs]  # may refuse: nothing sent
+        self._send(queue_name, messages, priority)
         return [job.id for job in jobs]
 
-    def _send(self, queue_name: str, bodies: list[Any], priority: int | None, **options: Any) -> None:
-        session = self._session()
+    def _send(self, queue_name: str, messages: Sequence[OutgoingMessage], priority: int | None) -> None:
+        """The one publish path: every message, in order, to ``queue_name`` by the default exchange."""
+
+        def send(session: _Session) -> None:
+            producer = session.producer
+            with producer.batch():
+                for body, options in messages:
+                    producer.publish(
+                        body, exchange="", routing_key=queue_name, priority=priority,
+                        delivery_mode=2, mandatory=True, **options,
+                    )
+
         try:
-            with self._broker_call(queue_name):
-                producer = session.producer
-                with producer.batch():
-                    for body in bodies:
-                        producer.publish(
-                            body, exchange="", routing_key=queue_name, priority=priority,
-                            delivery_mode=2, mandatory=True, **options,
-                        )
+            self._run(queue_name, send)
         except QueueNotFound:
             self._specs.pop(queue_name, None)
             raise
@@ -290,16 +402,23 @@ class Orchestrator:
         message = self._get(queue_name, timeout)
         return None if message is None else self._decode(queue_name, message)
 
-    def _get(self, queue_name: str, timeout: float | None) -> Message | None:
-        session = self._session()
+    def _get(self, queue_name: str, timeout: float | None, *, no_ack: bool = True) -> Message | None:
+        """The next raw message, or None after ``timeout``; with ``no_ack=False`` it stays
+        unacknowledged on this thread's channel until ``message.ack()`` (used by ``claim``)."""
+
+        def get(session: _Session) -> Message | None:
+            raw = session.channel.basic_get(queue_name, no_ack=no_ack)
+            if raw is None:
+                return None
+            message: Message = session.channel.message_to_python(raw)
+            message.accept = _ACCEPT
+            return message
+
         deadline = time.monotonic() + (timeout or 0)
         delay = _POLL_MIN
         while True:
-            with self._broker_call(queue_name):
-                raw = session.channel.basic_get(queue_name, no_ack=True)
-            if raw is not None:
-                message: Message = session.channel.message_to_python(raw)
-                message.accept = _ACCEPT
+            message = self._run(queue_name, get)
+            if message is not None:
                 return message
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -323,16 +442,56 @@ class Orchestrator:
             reason = f"body decodes to {type(job).__name__}, not a Job"
         raise JobDecodeError(queue_name, reason, self.dead_letter(queue_name, message, reason))
 
-    def dead_letter(self, queue_name: str, message: Message, reason: str) -> str:
-        """Move a message, unchanged, to ``<queue>.dlq`` (declared on first use) with the reason
-        in its headers; returns the dead-letter queue's name."""
+    def dead_letter(self, queue_name: str, message: Message | OutgoingMessage, reason: str) -> str:
+        """Publish a message to ``<queue>.dlq`` (declared on first use) with the reason in its
+        headers; returns the dead-letter queue's name. A received Kombu message goes unchanged
+        (body, content type and encoding); an :class:`OutgoingMessage` (a failed job) as given."""
         dlq = dead_letter_queue_name(queue_name)
         if dlq not in self._specs:
             self._declare(QueueSpec(dlq))
-        headers = {**(message.headers or {}), "x-death-reason": reason, "x-original-queue": queue_name}
-        self._send(
-            dlq, [message.body], None, headers=headers,
-            content_type=message.content_type or "application/octet-stream",
-            content_encoding=message.content_encoding or "binary",
-        )
+        if isinstance(message, OutgoingMessage):
+            body, options = message.body, dict(message.options)
+        else:
+            body, options = message.body, {
+                "headers": message.headers or {},
+                "content_type": message.content_type or "application/octet-stream",
+                "content_encoding": message.content_encoding or "binary",
+            }
+        options["headers"] = {**options.get("headers", {}), "x-death-reason": reason, "x-original-queue": queue_name}
+        self._send(dlq, [OutgoingMessage(body, options)], None)
         return dlq
+
+    # -- at-least-once consumption (see worker.py and dead_letters.py) ---------------------------
+
+    def consume(
+        self, queues: str | Sequence[str], handler: Handler, *, until_empty: bool = False, **options: Any
+    ) -> WorkerStats:
+        """Run a :class:`~mindtrace_kombu.worker.Worker` on ``queues`` until stopped (or, with
+        ``until_empty``, until they are empty); ``options`` are the Worker's."""
+        from .worker import Worker
+
+        return Worker(self, queues, handler, **options).run(until_empty=until_empty)
+
+    def claim(
+        self, queue_name: str, *, timeout: float | None = None, max_retries: int = 3
+    ) -> AbstractContextManager[Job | None]:
+        """``with orchestrator.claim(queue) as job:`` -- the job is acknowledged when the block
+        exits normally; when it raises, the job is retried (``attempts + 1``) or, with its
+        retries spent, dead-lettered. ``job`` is None if none came within ``timeout``."""
+        from .worker import RetryPolicy, claim
+
+        validate_queue_name(queue_name)
+        return claim(self, queue_name, timeout=timeout, policy=RetryPolicy(max_retries=max_retries))
+
+    def dead_letters(self, queue_name: str, limit: int | None = None) -> list[DeadLetter]:
+        """The dead letters of ``queue_name``, oldest first, left in place."""
+        from .dead_letters import list_dead_letters
+
+        return list_dead_letters(self, validate_queue_name(queue_name), limit)
+
+    def requeue_dead_letters(self, queue_name: str, limit: int | None = None) -> int:
+        """Publish dead-lettered jobs back to their queue with a fresh attempt count; returns how
+        many. Messages that are not jobs stay in the dead-letter queue."""
+        from .dead_letters import requeue_dead_letters
+
+        return requeue_dead_letters(self, validate_queue_name(queue_name), limit)

@@ -21,6 +21,7 @@ from mindtrace_kombu import (
     UnsupportedQueueType,
 )
 from mindtrace_kombu.clients import Client
+from mindtrace_kombu.orchestrator import OutgoingMessage
 
 from .conftest import SampleInput, make_client, make_job, unique
 
@@ -296,7 +297,8 @@ def test_undecodable_message_is_dead_lettered(
     # Given a bad message between two good jobs
     orchestrator.declare_queue(queue_name)
     orchestrator.publish(queue_name, make_job(1))
-    orchestrator._send(queue_name, [body], None, content_type=content_type, content_encoding="utf-8")
+    raw = OutgoingMessage(body, {"content_type": content_type, "content_encoding": "utf-8"})
+    orchestrator._send(queue_name, [raw], None)
     orchestrator.publish(queue_name, make_job(2))
     # Expect the good job, then a JobDecodeError naming the dead-letter queue, then the next job
     assert values(orchestrator, queue_name, 1) == [1]

@@ -1,0 +1,467 @@
+"""Workers: at-least-once consumption with acknowledgements, retries and dead letters.
+
+A :class:`Worker` consumes one or more queues through a Kombu ``Consumer`` (push-based, with a
+prefetch limit) and runs a handler for each job. What happens to a message:
+
+* the handler returns -> the message is acknowledged (the job is done);
+* the handler raises and retries are left -> after an exponential backoff with jitter a copy
+  with ``attempts + 1`` is published to the same queue, then the original is acknowledged;
+* the handler raises and retries are spent -> the job (status FAILED, its error, traceback
+  summary and attempt count) is published to ``<queue>.dlq``, then the original is acknowledged;
+* the message is not a job -> it is moved, unchanged, to ``<queue>.dlq`` with the reason;
+* the worker dies -> nothing was acknowledged, so the broker delivers the message again
+  (RabbitMQ at once, Redis after the visibility timeout).
+
+Publishing always happens before the acknowledgement, so a crash between the two duplicates a
+job and never loses one.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import random
+import signal
+import socket
+import threading
+import time
+import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from queue import Empty, SimpleQueue
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+
+import kombu
+from kombu.message import Message
+from pydantic import BaseModel
+
+from .clients import translate_errors
+from .errors import BrokerUnavailable, JobDecodeError
+from .models import ExecutionStatus, Job, JobOutput
+from .orchestrator import OutgoingMessage
+from .queues import QueueType
+from .serialization import ACCEPT
+
+if TYPE_CHECKING:
+    from .orchestrator import Orchestrator
+
+__all__ = ["Handler", "JobEvent", "RetryPolicy", "Worker", "WorkerStats", "claim"]
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[Job], Any]
+
+_IDLE_DRAIN = 1.0  # seconds a drain waits when nothing is in flight
+_BUSY_DRAIN = 0.005  # ... and while threads work, so their results are settled promptly
+_RECONNECT_ATTEMPTS = 10
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how late a failed job is tried again."""
+
+    max_retries: int = 3
+    backoff: float = 0.5
+    backoff_max: float = 30.0
+    jitter: bool = True
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before attempt ``attempt + 1``: exponential, capped, with full jitter
+        over its upper half."""
+        delay = min(self.backoff * 2 ** max(attempt - 1, 0), self.backoff_max)
+        return random.uniform(delay / 2, delay) if self.jitter else delay
+
+    def retries_for(self, job: Job) -> int:
+        """The job's own ``max_retries`` wins over the policy's."""
+        return self.max_retries if job.max_retries is None else job.max_retries
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """What happened to one delivered job (for logs and progress)."""
+
+    job_id: str
+    queue: str
+    duration: float
+    outcome: str  # "completed" | "retried" | "dead-lettered"
+    attempts: int = 0
+    error: str | None = None
+    job: Job | None = None
+
+
+@dataclass
+class WorkerStats:
+    """Counters of one :meth:`Worker.run`."""
+
+    processed: int = 0
+    completed: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def count(self, outcome: str) -> None:
+        self.processed += 1
+        if outcome == "completed":
+            self.completed += 1
+        elif outcome == "retried":
+            self.retried += 1
+        else:
+            self.dead_lettered += 1
+
+
+@dataclass
+class _Result:
+    """A handler's run: the job with its lifecycle fields filled in, and the error if it raised."""
+
+    job: Job
+    duration: float
+    error: BaseException | None = None
+
+    @property
+    def error_text(self) -> str | None:
+        return None if self.error is None else f"{type(self.error).__name__}: {self.error}"
+
+    def traceback_summary(self, limit: int = 5) -> str:
+        assert self.error is not None
+        lines = traceback.format_exception(type(self.error), self.error, self.error.__traceback__, limit=-limit)
+        return "".join(lines)[-4000:]
+
+
+def _execute(handler: Handler, job: Job) -> _Result:
+    """Run ``handler`` on ``job``: RUNNING, then COMPLETED (with its output) or FAILED."""
+    job.status, job.started_at, job.attempts = ExecutionStatus.RUNNING, _now(), job.attempts + 1
+    started = time.monotonic()
+    try:
+        output = handler(job)
+    except Exception as exc:  # noqa: BLE001 - any handler failure is retried or dead-lettered
+        job.status, job.error = ExecutionStatus.FAILED, f"{type(exc).__name__}: {exc}"
+        return _Result(job, time.monotonic() - started, exc)
+    job.status, job.completed_at, job.error = ExecutionStatus.COMPLETED, _now(), None
+    if isinstance(output, JobOutput):
+        job.payload.output = output
+    elif isinstance(output, BaseModel):
+        job.payload.output = JobOutput.model_validate(output.model_dump())
+    return _Result(job, time.monotonic() - started)
+
+
+def _decode(orchestrator: Orchestrator, queue: str, message: Message) -> Job:
+    """The job in ``message``; anything else is dead-lettered and acknowledged, and raises."""
+    try:
+        body = message.decode()
+        if isinstance(body, Job):
+            return body
+        reason = f"body decodes to {type(body).__name__}, not a Job"
+    except Exception as exc:  # noqa: BLE001 - every decode failure means: not a job
+        reason = f"{type(exc).__name__}: {exc}"
+    dlq = orchestrator.dead_letter(queue, message, reason)
+    message.ack()  # the message is safe in the dead-letter queue
+    raise JobDecodeError(queue, reason, dlq)
+
+
+def _requeue_copy(orchestrator: Orchestrator, queue: str, message: Message, job: Job) -> None:
+    """Publish the failed job back to ``queue`` for another attempt, then ack the original."""
+    retry = job.model_copy(update={"status": ExecutionStatus.QUEUED, "started_at": None})
+    priority = message.properties.get("priority")
+    spec = orchestrator.queue_spec(queue)
+    orchestrator.publish(queue, retry, priority=priority if spec.queue_type is QueueType.PRIORITY else None)
+    message.ack()
+
+
+def _bury(orchestrator: Orchestrator, queue: str, message: Message, result: _Result) -> None:
+    """Dead-letter a job whose retries are spent, then ack the original."""
+    job = result.job
+    reason = f"failed after {job.attempts} attempts: {result.error_text}"
+    headers = {"x-mindtrace-attempts": job.attempts, "x-mindtrace-traceback": result.traceback_summary()}
+    orchestrator.dead_letter(queue, OutgoingMessage(job, {"headers": headers}), reason)
+    message.ack()
+
+
+def _settle_failure(
+    orchestrator: Orchestrator, queue: str, message: Message, result: _Result, policy: RetryPolicy
+) -> str:
+    """Retry now or dead-letter; returns the outcome."""
+    if result.job.attempts <= policy.retries_for(result.job):
+        _requeue_copy(orchestrator, queue, message, result.job)
+        return "retried"
+    _bury(orchestrator, queue, message, result)
+    return "dead-lettered"
+
+
+@contextmanager
+def claim(
+    orchestrator: Orchestrator, queue: str, *, timeout: float | None = None, policy: RetryPolicy = RetryPolicy()
+) -> Iterator[Job | None]:
+    """Take one job; acknowledge it when the block exits normally, retry or dead-letter it when
+    the block raises (the exception propagates). Yields None if no job came within ``timeout``.
+
+    Raises:
+        QueueNotFound, JobDecodeError (the message was dead-lettered), BrokerUnavailable.
+    """
+    message = orchestrator._get(queue, timeout, no_ack=False)
+    if message is None:
+        yield None
+        return
+    job = _decode(orchestrator, queue, message)
+    job.status, job.started_at, job.attempts = ExecutionStatus.RUNNING, _now(), job.attempts + 1
+    started = time.monotonic()
+    try:
+        yield job
+    except Exception as exc:
+        job.status, job.error = ExecutionStatus.FAILED, f"{type(exc).__name__}: {exc}"
+        _settle_failure(orchestrator, queue, message, _Result(job, time.monotonic() - started, exc), policy)
+        raise
+    job.status, job.completed_at = ExecutionStatus.COMPLETED, _now()
+    message.ack()
+
+
+@dataclass(order=True)
+class _DelayedRetry:
+    due: float
+    seq: int
+    queue: str = field(compare=False)
+    message: Message = field(compare=False)
+    job: Job = field(compare=False)
+
+
+class Worker:
+    """Consume queues and run ``handler`` for every job, at least once.
+
+    Args:
+        orchestrator: where the queues live (and where retries and dead letters are published).
+        queues: queue name(s) to consume; they must exist.
+        handler: ``(job) -> result``; a returned ``JobOutput`` is stored on ``job.payload.output``.
+        concurrency: handler threads; 1 runs handlers on the consuming thread.
+        prefetch: messages the broker hands out before acknowledgements (default: concurrency).
+        max_retries, retry_backoff, retry_backoff_max: the :class:`RetryPolicy`
+            (a job's own ``max_retries`` wins).
+        on_event: called on the consuming thread with a :class:`JobEvent` per settled job.
+    """
+
+    def __init__(
+        self,
+        orchestrator: Orchestrator,
+        queues: str | Sequence[str],
+        handler: Handler,
+        *,
+        concurrency: int = 1,
+        prefetch: int | None = None,
+        max_retries: int = 3,
+        retry_backoff: float = 0.5,
+        retry_backoff_max: float = 30.0,
+        on_event: Callable[[JobEvent], None] | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.orchestrator = orchestrator
+        self.queues = [queues] if isinstance(queues, str) else list(queues)
+        self.handler = handler
+        self.concurrency = concurrency
+        self.prefetch = prefetch or concurrency
+        self.policy = RetryPolicy(max_retries, retry_backoff, retry_backoff_max)
+        self.on_event = on_event
+        self.stats = WorkerStats()
+        self._stopping = threading.Event()
+        self._delayed: list[_DelayedRetry] = []
+        self._seq = itertools.count()
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: dict[Future[_Result], tuple[str, Message]] = {}
+        self._finished: SimpleQueue[Future[_Result]] = SimpleQueue()
+        self._consumer: kombu.Consumer | None = None
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to finish: in-flight jobs complete and are acknowledged, prefetched
+        ones go back to the queue. Safe from signal handlers and other threads."""
+        self._stopping.set()
+
+    def run(self, until_empty: bool = False) -> WorkerStats:
+        """Consume until :meth:`stop` (or SIGINT/SIGTERM in the main thread); with
+        ``until_empty`` also return once the queues are empty and nothing is in flight.
+
+        A lost broker connection is re-established (bounded retries, then
+        :class:`BrokerUnavailable`); messages of the lost connection are delivered again.
+        """
+        for queue in self.queues:
+            self.orchestrator.queue_spec(queue)  # QueueNotFound before consuming anything
+        self.stats = WorkerStats()
+        self._stopping.clear()
+        if self.concurrency > 1:
+            self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="mindtrace-worker")
+        with self._signals_stop():
+            failures = 0
+            while not self._stopping.is_set():
+                try:
+                    if self._consume(until_empty):
+                        break
+                    failures = 0
+                except BrokerUnavailable:
+                    failures += 1
+                    if failures >= _RECONNECT_ATTEMPTS:
+                        raise
+                    logger.warning("broker connection lost; reconnecting (attempt %d)", failures)
+                    time.sleep(min(0.2 * 2**failures, 2.0))
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        return self.stats
+
+    @contextmanager
+    def _signals_stop(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        for sig in previous:
+            signal.signal(sig, lambda *_: self.stop())
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _consume(self, until_empty: bool) -> bool:
+        """One connection's life; True when the run is over, False when the connection broke."""
+        client = self.orchestrator.client
+        connection = client.connection()
+        try:
+            with translate_errors(client, ",".join(self.queues)):
+                channel = connection.channel()
+                self._consumer = kombu.Consumer(
+                    channel, [kombu.Queue(name, no_declare=True) for name in self.queues],
+                    accept=ACCEPT, on_message=self._on_message, prefetch_count=self.prefetch,
+                )
+                self._consumer.consume()
+                while not self._stopping.is_set():
+                    self._settle_finished()
+                    self._release_due_retries()
+                    try:
+                        connection.drain_events(timeout=self._drain_timeout())
+                    except socket.timeout:
+                        if until_empty and self._drained():
+                            return True
+            return True
+        except BrokerUnavailable:
+            self._abandon_connection()
+            raise
+        finally:
+            self._shut_down_connection(connection)
+
+    def _drain_timeout(self) -> float:
+        timeout = _BUSY_DRAIN if self._pending else _IDLE_DRAIN
+        if self._delayed:
+            timeout = min(timeout, max(self._delayed[0].due - time.monotonic(), 0.0))
+        return timeout
+
+    def _drained(self) -> bool:
+        return not self._pending and not self._delayed and all(
+            self.orchestrator.count_queue_messages(queue) == 0 for queue in self.queues
+        )
+
+    # -- per message -----------------------------------------------------------------------------
+
+    def _on_message(self, message: Message) -> None:
+        queue = message.delivery_info.get("routing_key") or self.queues[0]
+        try:
+            job = _decode(self.orchestrator, queue, message)
+        except JobDecodeError as exc:
+            logger.warning("%s", exc)  # dead-lettered and acknowledged by _decode
+            self._emit(JobEvent("-", queue, 0.0, "dead-lettered", error=exc.reason))
+            return
+        if self._executor is None:
+            self._settle(queue, message, _execute(self.handler, job))
+        else:
+            future = self._executor.submit(_execute, self.handler, job)
+            self._pending[future] = (queue, message)
+            future.add_done_callback(self._finished.put)
+
+    def _settle_finished(self) -> None:
+        while True:
+            try:
+                future = self._finished.get_nowait()
+            except Empty:
+                return
+            if future in self._pending:  # else its connection broke: it will be redelivered
+                queue, message = self._pending.pop(future)
+                self._settle(queue, message, future.result())
+
+    def _settle(self, queue: str, message: Message, result: _Result) -> None:
+        job = result.job
+        if result.error is None:
+            message.ack()  # done: the job leaves the broker
+            outcome = "completed"
+        elif job.attempts <= self.policy.retries_for(job):
+            # kept unacknowledged (safe on the broker) until the backoff passes; prefetch grows
+            # by one meanwhile so other jobs keep flowing
+            delay = self.policy.delay(job.attempts)
+            heapq.heappush(self._delayed, _DelayedRetry(time.monotonic() + delay, next(self._seq), queue, message, job))
+            self._set_prefetch()
+            outcome = "retried"
+        else:
+            _bury(self.orchestrator, queue, message, result)
+            outcome = "dead-lettered"
+        logger.info("job %s on %s: %s in %.3fs (attempt %d)", job.id, queue, outcome, result.duration, job.attempts)
+        self._emit(JobEvent(job.id, queue, result.duration, outcome, job.attempts, result.error_text, job))
+
+    def _release_due_retries(self, everything: bool = False) -> None:
+        released = False
+        while self._delayed and (everything or self._delayed[0].due <= time.monotonic()):
+            retry = heapq.heappop(self._delayed)
+            _requeue_copy(self.orchestrator, retry.queue, retry.message, retry.job)
+            released = True
+        if released and not everything:
+            self._set_prefetch()
+
+    def _set_prefetch(self) -> None:
+        assert self._consumer is not None
+        self._consumer.qos(prefetch_count=self.prefetch + len(self._delayed))
+
+    def _emit(self, event: JobEvent) -> None:
+        self.stats.count(event.outcome)
+        if self.on_event is not None:
+            self.on_event(event)
+
+    # -- shutdown ----------------------------------------------------------------------------------
+
+    def _shut_down_connection(self, connection: kombu.Connection) -> None:
+        """Finish in-flight jobs and publish held retries, then close: the broker takes back
+        whatever was prefetched and not started (RabbitMQ requeues it, the virtual transports
+        restore it to the front of its queue)."""
+        try:
+            for future in list(self._pending):
+                if future.cancel():  # never started: goes back with the channel
+                    self._pending.pop(future)
+            for future in list(self._pending):
+                future.exception()  # wait for the handler to finish
+            self._settle_finished()
+            self._release_due_retries(everything=True)
+            if self._consumer is not None:
+                self._consumer.cancel()
+        except Exception:  # noqa: BLE001 - the connection broke: its messages are redelivered
+            logger.warning("could not settle in-flight jobs; the broker will deliver them again", exc_info=True)
+            self._abandon_connection()
+        finally:
+            self._consumer = None
+            connection.release()
+
+    def _abandon_connection(self) -> None:
+        """Forget messages of a broken connection: their acknowledgements cannot be sent, the
+        broker delivers them again."""
+        for future in list(self._pending):
+            future.cancel()
+        self._pending.clear()
+        self._delayed.clear()
+        while True:
+            try:
+                self._finished.get_nowait()
+            except Empty:
+                return
