@@ -7,9 +7,10 @@ place; the virtual transports restore to the front in reverse), so listing chang
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from kombu.message import Message
 from kombu.serialization import prepare_accept_content

@@ -400,7 +400,7 @@ class Orchestrator:
         """
         validate_queue_name(queue_name)
         message = self._get(queue_name, timeout)
-        return None if message is None else self._decode(queue_name, message)
+        return None if message is None else self.decode_job(queue_name, message)
 
     def _get(self, queue_name: str, timeout: float | None, *, no_ack: bool = True) -> Message | None:
         """The next raw message, or None after ``timeout``; with ``no_ack=False`` it stays
@@ -426,8 +426,14 @@ class Orchestrator:
             time.sleep(min(delay, remaining))
             delay = min(delay * 2, _POLL_MAX)
 
-    def _decode(self, queue_name: str, message: Message) -> Job:
+    def decode_job(self, queue_name: str, message: Message, *, max_bytes: int | None = None) -> Job:
+        """The job in a received message. Anything else -- a body over ``max_bytes``, another
+        content type, bytes that do not decode, JSON that is not a job -- is moved to the
+        dead-letter queue (:meth:`dead_letter`) and raises :class:`JobDecodeError`; the caller
+        still owns the original message (acknowledge it: it is safe in the dead-letter queue)."""
         try:
+            if max_bytes is not None and len(message.body) > max_bytes:
+                raise DecodeError(f"oversize: {len(message.body)} bytes, the limit is {max_bytes}")
             job = message.decode()
         except ContentDisallowed:
             if message.content_type == UNPARSEABLE_CONTENT_TYPE:

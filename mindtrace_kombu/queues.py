@@ -95,7 +95,7 @@ class QueueSpec:
         """Human form used in error messages, e.g. ``priority(max_priority=10)``."""
         if self.queue_type is QueueType.PRIORITY:
             return f"priority(max_priority={self.max_priority})"
-        return self.queue_type.value
+        return str(self.queue_type.value)
 
     def arguments(self) -> dict[str, Any]:
         """The ``queue_declare`` arguments that carry this spec to the broker."""

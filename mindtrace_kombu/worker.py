@@ -23,16 +23,16 @@ import itertools
 import logging
 import random
 import signal
-import socket
 import threading
 import time
 import traceback
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from queue import Empty, SimpleQueue
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import kombu
 from kombu.message import Message
@@ -48,7 +48,7 @@ from .serialization import ACCEPT
 if TYPE_CHECKING:
     from .orchestrator import Orchestrator
 
-__all__ = ["Handler", "JobEvent", "RetryPolicy", "Worker", "WorkerStats", "claim"]
+__all__ = ["MAX_MESSAGE_BYTES", "Handler", "JobEvent", "RetryPolicy", "Worker", "WorkerStats", "claim"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,11 +56,14 @@ Handler = Callable[[Job], Any]
 
 _IDLE_DRAIN = 1.0  # seconds a drain waits when nothing is in flight
 _BUSY_DRAIN = 0.005  # ... and while threads work, so their results are settled promptly
+_BURST_DRAIN = 0.1  # ... and in run(until_empty=True), before checking whether the queues are empty
 _RECONNECT_ATTEMPTS = 10
+#: Bodies larger than this are not decoded but dead-lettered (Worker(max_message_bytes=...)).
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 @dataclass(frozen=True)
@@ -155,18 +158,13 @@ def _execute(handler: Handler, job: Job) -> _Result:
     return _Result(job, time.monotonic() - started)
 
 
-def _decode(orchestrator: Orchestrator, queue: str, message: Message) -> Job:
-    """The job in ``message``; anything else is dead-lettered and acknowledged, and raises."""
+def _decode(orchestrator: Orchestrator, queue: str, message: Message, max_bytes: int = MAX_MESSAGE_BYTES) -> Job:
+    """The job in ``message``; anything else is dead-lettered, acknowledged, and raises."""
     try:
-        body = message.decode()
-        if isinstance(body, Job):
-            return body
-        reason = f"body decodes to {type(body).__name__}, not a Job"
-    except Exception as exc:  # noqa: BLE001 - every decode failure means: not a job
-        reason = f"{type(exc).__name__}: {exc}"
-    dlq = orchestrator.dead_letter(queue, message, reason)
-    message.ack()  # the message is safe in the dead-letter queue
-    raise JobDecodeError(queue, reason, dlq)
+        return orchestrator.decode_job(queue, message, max_bytes=max_bytes)
+    except JobDecodeError:
+        message.ack()  # the message is safe in the dead-letter queue
+        raise
 
 
 def _requeue_copy(orchestrator: Orchestrator, queue: str, message: Message, job: Job) -> None:
@@ -246,6 +244,7 @@ class Worker:
         max_retries, retry_backoff, retry_backoff_max: the :class:`RetryPolicy`
             (a job's own ``max_retries`` wins).
         on_event: called on the consuming thread with a :class:`JobEvent` per settled job.
+        max_message_bytes: larger messages are dead-lettered undecoded.
     """
 
     def __init__(
@@ -260,6 +259,7 @@ class Worker:
         retry_backoff: float = 0.5,
         retry_backoff_max: float = 30.0,
         on_event: Callable[[JobEvent], None] | None = None,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -270,6 +270,7 @@ class Worker:
         self.prefetch = prefetch or concurrency
         self.policy = RetryPolicy(max_retries, retry_backoff, retry_backoff_max)
         self.on_event = on_event
+        self.max_message_bytes = max_message_bytes
         self.stats = WorkerStats()
         self._stopping = threading.Event()
         self._delayed: list[_DelayedRetry] = []
@@ -345,8 +346,8 @@ class Worker:
                     self._settle_finished()
                     self._release_due_retries()
                     try:
-                        connection.drain_events(timeout=self._drain_timeout())
-                    except socket.timeout:
+                        connection.drain_events(timeout=self._drain_timeout(until_empty))
+                    except TimeoutError:
                         if until_empty and self._drained():
                             return True
             return True
@@ -356,8 +357,8 @@ class Worker:
         finally:
             self._shut_down_connection(connection)
 
-    def _drain_timeout(self) -> float:
-        timeout = _BUSY_DRAIN if self._pending else _IDLE_DRAIN
+    def _drain_timeout(self, until_empty: bool) -> float:
+        timeout = _BUSY_DRAIN if self._pending else _BURST_DRAIN if until_empty else _IDLE_DRAIN
         if self._delayed:
             timeout = min(timeout, max(self._delayed[0].due - time.monotonic(), 0.0))
         return timeout
@@ -370,9 +371,12 @@ class Worker:
     # -- per message -----------------------------------------------------------------------------
 
     def _on_message(self, message: Message) -> None:
+        if self._stopping.is_set():
+            return  # delivered while shutting down (e.g. during basic.cancel): left unacknowledged,
+            # the broker takes it back when the channel closes
         queue = message.delivery_info.get("routing_key") or self.queues[0]
         try:
-            job = _decode(self.orchestrator, queue, message)
+            job = _decode(self.orchestrator, queue, message, self.max_message_bytes)
         except JobDecodeError as exc:
             logger.warning("%s", exc)  # dead-lettered and acknowledged by _decode
             self._emit(JobEvent("-", queue, 0.0, "dead-lettered", error=exc.reason))
@@ -446,7 +450,7 @@ class Worker:
             self._release_due_retries(everything=True)
             if self._consumer is not None:
                 self._consumer.cancel()
-        except Exception:  # noqa: BLE001 - the connection broke: its messages are redelivered
+        except Exception:
             logger.warning("could not settle in-flight jobs; the broker will deliver them again", exc_info=True)
             self._abandon_connection()
         finally:

@@ -33,14 +33,19 @@ def queue_not_found(queue: str) -> NotFound:
     return NotFound(f"NOT_FOUND - no queue {queue!r}", (50, 10), "Queue.declare")
 
 
-def unparseable_message(raw: bytes, delivery_tag: str) -> dict[str, Any]:
-    """Wrap raw bytes that are not a Kombu message into one, body base64-encoded, unchanged."""
+def unparseable_message(raw: bytes, queue: str, delivery_tag: str) -> dict[str, Any]:
+    """Wrap raw bytes found in ``queue`` that are not a Kombu message into one, the body
+    base64-encoded, unchanged."""
     return {
         "body": base64.b64encode(raw).decode("ascii"),
         "content-type": UNPARSEABLE_CONTENT_TYPE,
         "content-encoding": "binary",
         "headers": {},
-        "properties": {"body_encoding": "base64", "delivery_tag": delivery_tag, "delivery_info": {}},
+        "properties": {
+            "body_encoding": "base64",
+            "delivery_tag": delivery_tag,
+            "delivery_info": {"exchange": "", "routing_key": queue},
+        },
     }
 
 

@@ -169,7 +169,7 @@ def _keys(queue: str) -> list[str]:
 def _encode_spec(spec: QueueSpec) -> str:
     if spec.queue_type is QueueType.PRIORITY:
         return f"priority:{spec.max_priority}"
-    return spec.queue_type.value
+    return str(spec.queue_type.value)
 
 
 def _decode_spec(queue: str, raw: bytes | str) -> QueueSpec:
@@ -278,7 +278,7 @@ class Channel(ExactOrderChannelMixin, kombu_redis.Channel):  # type: ignore[misc
             return None
         queue, item, tag = (found + [None])[:3]
         if tag is None:
-            return queue.decode(), unparseable_message(item, self._next_delivery_tag())
+            return queue.decode(), unparseable_message(item, queue.decode(), self._next_delivery_tag())
         self.recorded.add(tag.decode())
         return queue.decode(), loads(item)
 
@@ -319,7 +319,7 @@ class Channel(ExactOrderChannelMixin, kombu_redis.Channel):  # type: ignore[misc
             message = loads(item)
             message["properties"]["delivery_tag"]  # noqa: B018 - a Kombu message has one
         except (ValueError, TypeError, KeyError):
-            return unparseable_message(item, self._next_delivery_tag())
+            return unparseable_message(item, queue, self._next_delivery_tag())
         return message  # type: ignore[no-any-return]
 
     def _size(self, queue: str) -> int:

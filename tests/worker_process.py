@@ -1,0 +1,45 @@
+"""A worker process for the crash, restart and shutdown tests.
+
+Usage: python -m tests.worker_process URL QUEUE LOG [--sleep S] [--prefetch N] [--visibility S]
+
+Appends ``start <id>`` and ``done <id>`` lines to LOG (O_APPEND writes survive kill -9).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from mindtrace_kombu import Job, Orchestrator
+from mindtrace_kombu.clients import RedisClient, client_from_url
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("url")
+    parser.add_argument("queue")
+    parser.add_argument("log")
+    parser.add_argument("--sleep", type=float, default=0.0)
+    parser.add_argument("--prefetch", type=int, default=1)
+    parser.add_argument("--visibility", type=float, default=2.0)
+    args = parser.parse_args()
+    client = client_from_url(args.url)
+    if isinstance(client, RedisClient):  # dead workers' jobs come back after this many seconds
+        client.transport_options.update(visibility_timeout=args.visibility, unacked_mutex_expire=2)
+    log = os.open(args.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+
+    def handler(job: Job) -> None:
+        os.write(log, f"start {job.id}\n".encode())
+        time.sleep(args.sleep)
+        os.write(log, f"done {job.id}\n".encode())
+
+    print("ready", flush=True)
+    stats = Orchestrator(client).consume(args.queue, handler, prefetch=args.prefetch)
+    print(f"stopped processed={stats.processed}", flush=True)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
