@@ -1,0 +1,192 @@
+"""Command line: ``python -m benchmarks [--quick] [--backends local,redis,rabbitmq] [--n N] [--json PATH]``.
+
+Runs every baseline and project scenario on the chosen backends in one process, then prints the
+rate table and the ratio table. Progress goes to stderr. The exit status is 1 when a scenario
+failed; skipped scenarios (an optional package or a project module not there yet) do not count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from benchmarks import baselines
+from benchmarks.harness import Ratio, Result, Scenario, Settings, Skipped, print_report, to_json
+from benchmarks.names import (
+    AMQP_GET,
+    AMQP_PUBLISH,
+    AMQP_PUBLISH_CONFIRMED,
+    CELERY_SEND_TASK,
+    KOMBU_CONSUME,
+    KOMBU_GET,
+    KOMBU_PUBLISH,
+    LPUSH,
+    LPUSH_PIPELINED,
+    PRIORITY_BIG,
+    PRIORITY_SMALL,
+    PUBLISH,
+    PUBLISH_MANY,
+    RECEIVE,
+    RPOP,
+    RQ_ENQUEUE,
+    WORKER_CONSUME,
+)
+
+BACKENDS = ("local", "redis", "rabbitmq")
+
+
+def _on(backend: str) -> Callable[[str], str]:
+    """Return a function that turns a result name into its key on ``backend``."""
+    return lambda name: f"{backend}/{name}"
+
+
+def ratios(backends: Sequence[str]) -> list[Ratio]:
+    """The ratio rows for the chosen backends.
+
+    The priority rows divide the small-backlog rate by the large-backlog one: that is the cost of a
+    publish+receive with the large backlog relative to the small one.
+    """
+    local, redis, rabbit = _on("local"), _on("redis"), _on("rabbitmq")
+    rows = {
+        "local": [
+            Ratio("publish / stock Kombu memory", local(PUBLISH), local(KOMBU_PUBLISH)),
+            Ratio("receive / stock Kombu memory get+ack", local(RECEIVE), local(KOMBU_GET)),
+            Ratio("priority cost large/small backlog", local(PRIORITY_SMALL), local(PRIORITY_BIG)),
+        ],
+        "redis": [
+            Ratio("publish / raw LPUSH", redis(PUBLISH), redis(LPUSH)),
+            Ratio("publish / Celery send_task", redis(PUBLISH), redis(CELERY_SEND_TASK)),
+            Ratio("publish / RQ enqueue", redis(PUBLISH), redis(RQ_ENQUEUE)),
+            Ratio("publish / stock Kombu publish", redis(PUBLISH), redis(KOMBU_PUBLISH)),
+            Ratio("publish_many / pipelined LPUSH", redis(PUBLISH_MANY), redis(LPUSH_PIPELINED)),
+            Ratio("receive / raw RPOP", redis(RECEIVE), redis(RPOP)),
+            Ratio("receive / stock Kombu get+ack", redis(RECEIVE), redis(KOMBU_GET)),
+            Ratio("priority cost large/small backlog", redis(PRIORITY_SMALL), redis(PRIORITY_BIG)),
+        ],
+        "rabbitmq": [
+            Ratio("publish (confirms) / raw unconfirmed", rabbit(PUBLISH), rabbit(AMQP_PUBLISH)),
+            Ratio(
+                "publish (confirms) / raw confirmed",
+                rabbit(PUBLISH),
+                rabbit(AMQP_PUBLISH_CONFIRMED),
+            ),
+            Ratio("publish / Celery send_task", rabbit(PUBLISH), rabbit(CELERY_SEND_TASK)),
+            Ratio("publish / stock Kombu publish", rabbit(PUBLISH), rabbit(KOMBU_PUBLISH)),
+            Ratio("receive / raw basic_get", rabbit(RECEIVE), rabbit(AMQP_GET)),
+        ],
+    }
+    worker = [
+        Ratio("worker / stock Kombu consume+ack", on(WORKER_CONSUME), on(KOMBU_CONSUME))
+        for on in map(_on, backends)
+    ]
+    return [row for backend in backends for row in rows[backend]] + worker
+
+
+def project_scenarios() -> tuple[Callable[[str], list[Scenario]], str | None]:
+    """Return the project's scenarios per backend, and why they are unavailable, if they are."""
+    try:
+        from benchmarks import project
+    except ImportError as exc:
+        return (lambda backend: []), f"project scenarios unavailable: {exc}"
+    return project.scenarios, None
+
+
+def run(
+    settings: Settings, backends: Sequence[str], project: Callable[[str], list[Scenario]]
+) -> tuple[list[Result], list[str], bool]:
+    """Run every scenario; return the results, notes on skips and failures, and whether any failed."""
+    results: list[Result] = []
+    notes: list[str] = []
+    failed = False
+    for backend in backends:
+        for scenario in baselines.scenarios(backend) + project(backend):
+            print(f"[{backend}] {scenario.label} ...", end="", file=sys.stderr, flush=True)
+            started = time.perf_counter()
+            try:
+                results += scenario.run(settings)
+                print(f" {time.perf_counter() - started:.1f} s", file=sys.stderr)
+            except Skipped as exc:
+                print(" skipped", file=sys.stderr)
+                notes.append(f"{backend}: {scenario.label} skipped: {exc}")
+            # Any failure is reported and the run goes on: one broken scenario hides nothing else.
+            except Exception as exc:  # noqa: BLE001
+                print(" FAILED", file=sys.stderr)
+                traceback.print_exc(file=sys.stderr)
+                notes.append(f"{backend}: {scenario.label} FAILED: {type(exc).__name__}: {exc}")
+                failed = True
+    return results, notes, failed
+
+
+def _backends(value: str) -> list[str]:
+    chosen = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(BACKENDS))
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"choose from {','.join(BACKENDS)}; got {value!r}")
+    return chosen
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1; got {number}")
+    return number
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="mindtrace-kombu throughput and latency, side by side.",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="small N for CI; asserts nothing about speed"
+    )
+    parser.add_argument(
+        "--backends", type=_backends, default=list(BACKENDS), help="comma-separated, default: all"
+    )
+    parser.add_argument(
+        "--n", type=_positive, help="operations per scenario (default 10,000; 500 with --quick)"
+    )
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
+    return parser.parse_args(argv)
+
+
+def settings_for(args: argparse.Namespace) -> Settings:
+    """Full runs time 10,000 operations over a 1,000,000-job backlog; quick ones 500 over 20,000."""
+    settings = Settings(n=500, big_backlog=20_000) if args.quick else Settings(n=10_000)
+    return settings if args.n is None else dataclasses.replace(settings, n=args.n)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmarks and print the report; return the exit status."""
+    args = parse_args(argv)
+    settings = settings_for(args)
+    project, unavailable = project_scenarios()
+    started = time.perf_counter()
+    results, notes, failed = run(settings, args.backends, project)
+    elapsed = time.perf_counter() - started
+    if unavailable:
+        notes.insert(0, unavailable)
+    table = ratios(args.backends)
+    print(
+        f"n={settings.n:,} per scenario, batch {settings.batch}, prefetch {settings.prefetch}, "
+        f"priority backlogs {settings.small_backlog:,}/{settings.big_backlog:,}, "
+        f"run {settings.run_id}, {elapsed:.1f} s\n"
+    )
+    print_report(results, table, sys.stdout)
+    for note in notes:
+        print(f"note: {note}")
+    if args.json is not None:
+        shown = {k: v for k, v in dataclasses.asdict(settings).items() if not k.endswith("_url")}
+        extra = {"settings": shown, "backends": args.backends, "seconds": elapsed, "notes": notes}
+        args.json.write_text(to_json(results, table, extra))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

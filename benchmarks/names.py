@@ -1,0 +1,28 @@
+"""Result names, shared by the scenarios that produce the rows and the ratios that compare them.
+
+They live apart from :mod:`benchmarks.project` so the ratio table can be built when
+``mindtrace_kombu`` is not importable.
+"""
+
+# Baselines (benchmarks.baselines).
+LPUSH = "redis-py LPUSH"
+RPOP = "redis-py RPOP"
+LPUSH_PIPELINED = "redis-py LPUSH pipelined"
+AMQP_PUBLISH = "py-amqp publish"
+AMQP_PUBLISH_CONFIRMED = "py-amqp publish+confirm"
+AMQP_GET = "py-amqp basic_get"
+AMQP_CONSUME = "py-amqp consume+ack"
+KOMBU_PUBLISH = "kombu publish"
+KOMBU_GET = "kombu get+ack"
+KOMBU_CONSUME = "kombu consume+ack"
+CELERY_SEND_TASK = "celery send_task"
+RQ_ENQUEUE = "rq enqueue"
+
+# The project (benchmarks.project).
+PUBLISH = "project publish"
+PUBLISH_MANY = "project publish_many"
+RECEIVE = "project receive_message"
+PRIORITY_SMALL = "project priority pub+recv, small backlog"
+PRIORITY_BIG = "project priority pub+recv, large backlog"
+WORKER_CONSUME = "project worker consume+ack"
+PICKUP_LATENCY = "project pickup latency"
