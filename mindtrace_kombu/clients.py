@@ -56,8 +56,8 @@ class Client:
 
     @property
     def url(self) -> str:
-        """The broker URL with its password masked."""
-        return str(maybe_sanitize_url(self._url))
+        """The broker URL with its password masked (each URL of a ``;``-separated failover list)."""
+        return ";".join(str(maybe_sanitize_url(part)) for part in self._url.split(";"))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"

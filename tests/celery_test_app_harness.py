@@ -1,0 +1,70 @@
+"""Start and stop real ``celery worker`` subprocesses for the bridge tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+ROOT = Path(__file__).resolve().parent.parent
+STOP_TIMEOUT = 15.0
+
+
+class CeleryWorker:
+    """A ``celery -A <app> worker`` subprocess: solo pool, prefetch 1, its output in a file."""
+
+    def __init__(self, app: str, queues: Iterable[str], env: Mapping[str, str], output: Path, name: str) -> None:
+        self.output = output
+        command = [
+            sys.executable, "-m", "celery", "-A", app, "worker", "--pool", "solo", "--concurrency", "1",
+            "--prefetch-multiplier", "1", "--queues", ",".join(queues), "--hostname", f"{name}@%h",
+            "--without-mingle", "--without-gossip", "--without-heartbeat", "--loglevel", "INFO",
+        ]
+        pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        with open(output, "wb") as sink:
+            self.process = subprocess.Popen(
+                command, cwd=ROOT, env={**os.environ, "PYTHONPATH": pythonpath, **env},
+                stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )
+
+    def log(self) -> str:
+        """The worker's output so far (for assertion messages)."""
+        return self.output.read_text(errors="replace")
+
+    def stop(self) -> None:
+        """Warm shutdown (SIGTERM), killed if it takes longer than STOP_TIMEOUT seconds."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(STOP_TIMEOUT)
+
+
+@contextmanager
+def celery_worker(
+    app: str, queues: Iterable[str], env: Mapping[str, str], output: Path, name: str
+) -> Iterator[CeleryWorker]:
+    """Run a worker for the duration of the block; it is always stopped."""
+    worker = CeleryWorker(app, queues, env, output, name)
+    try:
+        yield worker
+    finally:
+        worker.stop()
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met within {timeout} s")
+        time.sleep(interval)
