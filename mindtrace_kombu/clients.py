@@ -294,10 +294,6 @@ def translate_errors(
             raise QueueNotFound(queue) from exc
         on_channel_error()
         raise
-    except kombu.exceptions.BatchPublishError as exc:
-        if exc.__cause__ is not None and redis_transport.is_queue_not_found(exc.__cause__):
-            raise QueueNotFound(queue) from exc
-        raise
     except _CONNECTION_ERRORS as exc:
         on_channel_error()
         raise BrokerUnavailable(client.url, f"{type(exc).__name__}: {exc}") from exc

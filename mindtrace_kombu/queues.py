@@ -26,6 +26,8 @@ DEFAULT_MAX_PRIORITY = 10
 MAX_PRIORITY_LIMIT = 255
 _MAX_NAME_BYTES = 255
 _TYPE_ARGUMENT = "x-mindtrace-queue-type"
+_VALID_NAMES_CACHE = 10_000  # names already checked: publish validates in O(1)
+_valid_names: set[str] = set()
 _PRIORITY_ARGUMENT = "x-max-priority"
 
 
@@ -39,6 +41,8 @@ class QueueType(str, Enum):
 
 def validate_queue_name(name: object) -> str:
     """Return ``name`` if every broker accepts it, else raise :class:`InvalidQueueName`."""
+    if name in _valid_names:
+        return name  # type: ignore[return-value]
     if not isinstance(name, str) or not name:
         raise InvalidQueueName(name, "a queue name is a non-empty string")
     if len(name.encode("utf-8")) > _MAX_NAME_BYTES:
@@ -47,6 +51,8 @@ def validate_queue_name(name: object) -> str:
         raise InvalidQueueName(name, "control characters are not allowed")
     if name.startswith("amq."):
         raise InvalidQueueName(name, "the 'amq.' prefix is reserved by AMQP brokers")
+    if len(_valid_names) < _VALID_NAMES_CACHE:
+        _valid_names.add(name)
     return name
 
 

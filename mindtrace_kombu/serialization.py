@@ -14,6 +14,7 @@ extra field. Nothing a message names is ever imported. Other pydantic models ins
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -54,13 +55,19 @@ def _encode_default(obj: object) -> object:
     raise TypeError(f"{type(obj).__name__} is not JSON serializable")
 
 
+@functools.lru_cache(maxsize=None)
+def _json_type_name(cls: type[BaseModel] | None) -> str:
+    return json.dumps(None if cls is None else payload_type_name(cls))
+
+
 def dumps(obj: object) -> str:
     """Encode a :class:`Job` (or a JSON structure holding jobs and pydantic models)."""
     if isinstance(obj, Job):  # the hot path: one pydantic dump in Rust, no re-parse
+        output = obj.payload.output
         return (
             f'{{"{_JOB_KEY}":{FORMAT_VERSION},'
-            f'"input_type":{json.dumps(_type_name(obj.payload.input))},'
-            f'"output_type":{json.dumps(_type_name(obj.payload.output))},'
+            f'"input_type":{_json_type_name(type(obj.payload.input))},'
+            f'"output_type":{_json_type_name(None if output is None else type(output))},'
             f'"job":{obj.model_dump_json()}}}'
         )
     return json.dumps(obj, default=_encode_default, separators=(",", ":"))

@@ -52,62 +52,90 @@ SPECS_KEY = "mindtrace.queues"
 SEQ_KEY = "mindtrace.seq"
 _NOT_FOUND = "NOT_FOUND"
 
-# KEYS: specs, list, zset, seq    ARGV: queue, message, priority, restoring ("1": an unacked
-# message going back; it goes to the front of a fifo queue and a deleted queue drops it silently)
+# KEYS: specs, list, zset, seq    ARGV: queue, restoring, then (message, priority) per message.
+# restoring "1": unacked messages going back; they go to the front of a fifo queue (first of
+# their priority), and a deleted queue drops them silently.
 _PUT = """
 local spec = redis.call('HGET', KEYS[1], ARGV[1])
+local restoring = ARGV[2] == '1'
 if not spec then
-  if ARGV[4] == '1' then return 0 end
+  if restoring then return 0 end
   return redis.error_reply('NOT_FOUND')
 end
-if spec == 'fifo' then
-  if ARGV[4] == '1' then redis.call('RPUSH', KEYS[2], ARGV[2]) else redis.call('LPUSH', KEYS[2], ARGV[2]) end
-else
-  local seq = redis.call('INCR', KEYS[4])
-  local score = -seq
-  if spec ~= 'stack' then
-    if ARGV[4] == '1' then seq = 0 end  -- restored: first among its priority
-    score = (255 - tonumber(ARGV[3])) * 17592186044416 + seq
+for i = 3, #ARGV, 2 do
+  if spec == 'fifo' then
+    if restoring then redis.call('RPUSH', KEYS[2], ARGV[i]) else redis.call('LPUSH', KEYS[2], ARGV[i]) end
+  else
+    local seq = redis.call('INCR', KEYS[4])
+    local score = -seq
+    if spec ~= 'stack' then
+      if restoring then seq = 0 end
+      score = (255 - tonumber(ARGV[i + 1])) * 17592186044416 + seq
+    end
+    redis.call('ZADD', KEYS[3], score, ARGV[i])
+    redis.call('LPUSH', KEYS[2], '1')
   end
-  redis.call('ZADD', KEYS[3], score, ARGV[2])
-  redis.call('LPUSH', KEYS[2], '1')
 end
 redis.call('PUBLISH', 'mindtrace.wake.' .. ARGV[1], '')
-return 1
+return (#ARGV - 2) / 2
 """
 
-# KEYS: specs, unacked, unacked_index, then (list, zset) per queue    ARGV: now, queue...
-# Pops the first available message of the queues, in order, and records it as unacked in the
-# same step: there is no moment where it exists in neither place.
+# KEYS: unacked, unacked_index    ARGV: delivery tags
+_FORGET = """
+for i = 1, #ARGV do
+  redis.call('HDEL', KEYS[1], ARGV[i])
+  redis.call('ZREM', KEYS[2], ARGV[i])
+end
+return #ARGV
+"""
+
+# KEYS: specs, unacked, unacked_index, then (list, zset) per queue
+# ARGV: now, most messages to take, number of acks, the delivery tags acknowledged since the
+# last call, then the queues.
+# Forgets the acknowledged tags, then pops up to the requested number of messages from the
+# queues, in order, recording each as unacked in the same step: there is no moment where a
+# message exists in neither place. Returns (queue, message, tag) triples; tag is '' for raw
+# bytes that are not a Kombu message (the consumer dead-letters them).
 _POP_RECORD = """
-for j = 1, #ARGV - 1 do
-  local queue = ARGV[j + 1]
-  local list, zset = KEYS[2 + 2 * j], KEYS[3 + 2 * j]
+local acks = tonumber(ARGV[3])
+for i = 4, 3 + acks do
+  redis.call('HDEL', KEYS[2], ARGV[i])
+  redis.call('ZREM', KEYS[3], ARGV[i])
+end
+local wanted, out = tonumber(ARGV[2]) * 3, {}
+local first = 4 + acks
+for j = first, #ARGV do
+  local queue = ARGV[j]
+  local list, zset = KEYS[2 + 2 * (j - first + 1)], KEYS[3 + 2 * (j - first + 1)]
   local spec = redis.call('HGET', KEYS[1], queue)
-  local item = false
   if not spec then return redis.error_reply('NOT_FOUND ' .. queue) end
-  if spec == 'fifo' then
-    item = redis.call('RPOP', list)
-  else
-    local popped = redis.call('ZPOPMIN', zset)
-    if #popped > 0 then
-      item = popped[1]
-      if redis.call('LLEN', list) > redis.call('ZCARD', zset) then redis.call('RPOP', list) end
+  while #out < wanted do
+    local item = false
+    if spec == 'fifo' then
+      item = redis.call('RPOP', list)
+    else
+      local popped = redis.call('ZPOPMIN', zset)
+      if #popped > 0 then
+        item = popped[1]
+        if redis.call('LLEN', list) > redis.call('ZCARD', zset) then redis.call('RPOP', list) end
+      end
     end
-  end
-  if item then
+    if not item then break end
     local ok, message = pcall(cjson.decode, item)
+    local tag = ''
     if ok and type(message) == 'table' and type(message.properties) == 'table'
         and type(message.properties.delivery_tag) == 'string' then
-      local tag = message.properties.delivery_tag
+      tag = message.properties.delivery_tag
       redis.call('HSET', KEYS[2], tag, '[' .. item .. ',"",' .. cjson.encode(queue) .. ']')
       redis.call('ZADD', KEYS[3], ARGV[1], tag)
-      return {queue, item, tag}
     end
-    return {queue, item}
+    out[#out + 1] = queue
+    out[#out + 1] = item
+    out[#out + 1] = tag
   end
+  if #out >= wanted then break end
 end
-return false
+return out
 """
 
 # KEYS: specs, list, zset    ARGV: queue
@@ -178,6 +206,37 @@ def _decode_spec(queue: str, raw: bytes | str) -> QueueSpec:
     return QueueSpec(queue, QueueType(kind), int(max_priority) if max_priority else None)
 
 
+class _PutBatch:
+    """A Kombu publish batch (``Producer.batch()``) that puts each queue's messages with one
+    script call at flush, instead of Kombu's pipeline of one command per message."""
+
+    def __init__(self, channel: Channel, max_size: int) -> None:
+        self.channel = channel
+        self.max_size = max_size
+        self._pending: dict[str, list[Any]] = {}
+        self._count = 0
+
+    def publish(self, message: dict[str, Any], **kwargs: Any) -> Any:
+        return self.channel.basic_publish(message, _publish_batch=self, **kwargs)
+
+    def add(self, queue: str, body: str, priority: int) -> None:
+        self._pending.setdefault(queue, []).extend((body, priority))
+        self._count += 1
+        if self._count >= self.max_size:
+            self.flush()
+
+    def flush(self) -> None:
+        pending, self._pending, self._count = self._pending, {}, 0
+        for queue, args in pending.items():
+            self.channel._run("put", _PUT, queue, 0, *args)
+
+    def discard(self) -> None:
+        self._pending, self._count = {}, 0
+
+    def close(self) -> None:
+        self.discard()
+
+
 class QoS(kombu_redis.QoS):  # type: ignore[misc]
     """Kombu's Redis ack emulation, minus the second write for messages already recorded."""
 
@@ -189,6 +248,21 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
             kombu_virtual.QoS.append(self, message, delivery_tag)
         else:
             super().append(message, delivery_tag)
+
+    def ack(self, delivery_tag: str) -> None:
+        """Forget an acknowledged message. A consuming channel sends the acknowledgement with
+        its next pop (no round trip of its own), or before it waits or closes; otherwise it is
+        one script call (Kombu builds a MULTI pipeline)."""
+        self.channel.pending_acks.append(delivery_tag)
+        if not self.channel._active_queues:
+            self.channel.flush_acks()
+        kombu_virtual.QoS.ack(self, delivery_tag)
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        if requeue:
+            super().reject(delivery_tag, requeue=True)
+        else:
+            self.ack(delivery_tag)
 
     def restore_unacked(self, client: Any = None) -> None:
         """Restore in reverse delivery order: each goes to the front, so the original order holds."""
@@ -202,6 +276,8 @@ class Channel(ExactOrderChannelMixin, kombu_redis.Channel):  # type: ignore[misc
     """Redis channel with exact queue order; unacked bookkeeping apart from a host Celery app's."""
 
     QoS = QoS
+    #: Most messages one pop takes for a consumer (bounded by its prefetch).
+    max_batch = 100
     unacked_key = "mindtrace.unacked"
     unacked_index_key = "mindtrace.unacked_index"
     unacked_mutex_key = "mindtrace.unacked_mutex"
@@ -211,12 +287,27 @@ class Channel(ExactOrderChannelMixin, kombu_redis.Channel):  # type: ignore[misc
         self._scripts: dict[str, Script] = {}
         #: Delivery tags the pop script recorded as unacked and QoS has not tracked yet.
         self.recorded: set[str] = set()
+        #: Acknowledged delivery tags not yet removed from the unacked hash in Redis.
+        self.pending_acks: list[str] = []
 
     def _script(self, name: str, source: str) -> Script:
         script = self._scripts.get(name)
         if script is None:
             script = self._scripts[name] = self.client.register_script(source)
         return script
+
+    def close(self) -> None:
+        """Send pending acknowledgements before Kombu restores what is still unacknowledged."""
+        if self.pending_acks and not self.closed:
+            try:
+                self.flush_acks()
+            except self.connection.connection_errors:
+                pass  # the acknowledgements are lost: those messages come back (at least once)
+        super().close()
+
+    def create_publish_batch(self, max_size: int) -> _PutBatch:
+        """Kombu's ``Producer.batch()`` hook: messages are put with one script call per queue."""
+        return _PutBatch(self, max_size)
 
     def _run(self, name: str, source: str, queue: str, *args: Any) -> Any:
         """Run one of the scripts above for ``queue``: one round trip; a missing queue raises 404."""
@@ -241,59 +332,69 @@ class Channel(ExactOrderChannelMixin, kombu_redis.Channel):  # type: ignore[misc
         priority = message["properties"].get("priority") or 0
         batch = kwargs.pop("_publish_batch", None)
         if batch is None:
-            self._run("put", _PUT, queue, dumps(message), priority, 0)
-            return
-        # Kombu's Producer.batch(): the script call joins the batch pipeline, which loads the
-        # script if Redis lacks it; a missing queue surfaces as BatchPublishError at flush.
-        script = self._script("put", _PUT)
-        batch.pipeline.scripts.add(script)
-        batch.add("evalsha", script.sha, len(_keys(queue)), *_keys(queue), queue, dumps(message), priority, 0)
+            self._run("put", _PUT, queue, 0, dumps(message), priority)
+        else:
+            batch.add(queue, dumps(message), priority)
 
     def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
         """Get one message; unless ``no_ack``, popped and recorded as unacked in one script call
         (Kombu's version pops, then records in a second command)."""
         if no_ack:
             return super().basic_get(queue, no_ack=True, **kwargs)
-        found = self._pop_record([queue])
-        if found is None:
+        found = self._pop_record([queue], 1)
+        if not found:
             return None
-        message = self.Message(found[1], channel=self)
+        message = self.Message(found[0][1], channel=self)
         self.qos.append(message, message.delivery_tag)
         return message
 
-    def _pop_record(self, queues: list[str]) -> tuple[str, dict[str, Any]] | None:
-        """One script call: the first message of ``queues``, recorded as unacked (raw bytes that
-        are no Kombu message come back wrapped, unrecorded, to be dead-lettered)."""
+    def _pop_record(self, queues: list[str], count: int) -> list[tuple[str, dict[str, Any]]]:
+        """One script call: send the pending acknowledgements, then take up to ``count``
+        messages of ``queues``, each recorded as unacked (raw bytes that are no Kombu message
+        come back wrapped, unrecorded, to be dead-lettered)."""
         keys = [SPECS_KEY, self.unacked_key, self.unacked_index_key]
         for queue in queues:
             keys += [queue, ordered_key(queue)]
+        acks, self.pending_acks = self.pending_acks, []
+        args: list[str | int | float] = [time.time(), count, len(acks), *acks, *queues]
         try:
-            found = self._script("pop_record", _POP_RECORD)(keys=keys, args=[time.time(), *queues], client=self.client)
+            found = self._script("pop_record", _POP_RECORD)(keys=keys, args=args, client=self.client)
         except ResponseError as exc:
             missing = str(exc).partition(f"{_NOT_FOUND} ")[2]
             if missing:
                 raise queue_not_found(missing) from None
             raise
-        if not found:
-            return None
-        queue, item, tag = (found + [None])[:3]
-        if tag is None:
-            return queue.decode(), unparseable_message(item, queue.decode(), self._next_delivery_tag())
-        self.recorded.add(tag.decode())
-        return queue.decode(), loads(item)
+        messages = []
+        for queue, item, tag in zip(found[::3], found[1::3], found[2::3]):
+            if tag:
+                self.recorded.add(tag.decode())
+                messages.append((queue.decode(), loads(item)))
+            else:
+                messages.append((queue.decode(), unparseable_message(item, queue.decode(), self._next_delivery_tag())))
+        return messages
 
-    def deliver_next(self) -> bool:
-        """Pop one message of the consumed queues, recorded as unacked, and deliver it to its
-        consumer. One round trip; False when every consumed queue is empty or prefetch is full."""
+    def flush_acks(self) -> None:
+        """Remove acknowledged tags from the unacked hash and index. One round trip."""
+        acks, self.pending_acks = self.pending_acks, []
+        if acks:
+            self._script("forget", _FORGET)(
+                keys=[self.unacked_key, self.unacked_index_key], args=acks, client=self.client
+            )
+
+    def deliver_ready(self) -> bool:
+        """Take as many messages of the consumed queues as prefetch allows (at most
+        ``max_batch``), recorded as unacked, and deliver them to their consumers. One round trip;
+        False when the queues are empty or prefetch is full."""
         queues = list(self._active_queues)
-        if not queues or not self.qos.can_consume():
+        room = self.qos.can_consume_max_estimate()
+        if not queues or room == 0:
             return False
-        found = self._pop_record(queues)
-        if found is None:
+        found = self._pop_record(queues, min(room or self.max_batch, self.max_batch))
+        if not found:
             return False
         self._active_queues.append(self._active_queues.pop(0))  # round robin across queues
-        queue, message = found
-        self.connection._deliver(message, queue)
+        for queue, message in found:
+            self.connection._deliver(message, queue)
         return True
 
     def _do_restore_message(
@@ -309,7 +410,7 @@ class Channel(ExactOrderChannelMixin, kombu_redis.Channel):  # type: ignore[misc
         priority = payload["properties"].get("priority") or 0
         script = self._script("put", _PUT)
         for queue in self._lookup(exchange, routing_key):
-            script(keys=_keys(queue), args=[queue, dumps(payload), priority, 1], client=pipe)
+            script(keys=_keys(queue), args=[queue, 1, dumps(payload), priority], client=pipe)
 
     def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
         item = self._run("get", _GET, queue)
@@ -355,15 +456,19 @@ class Transport(kombu_redis.Transport):  # type: ignore[misc]
 
         Replaces Kombu's BRPOP loop for synchronous consumers: BRPOP pops a message and a second
         command records it as unacked, so a crash in between loses it. Here one script does
-        both (:meth:`Channel.deliver_next`). When every queue is empty, wait for a wake-up that
-        every put publishes. Each sweep also restores the unacked messages of dead consumers
-        whose visibility timeout has passed. Celery's event loop still uses Kombu's BRPOP path.
+        both (:meth:`Channel.deliver_ready`), and carries the acknowledgements of the previous
+        batch. When every queue is empty, send pending acknowledgements and wait for a wake-up
+        that every put publishes. Each sweep also restores the unacked messages of dead
+        consumers whose visibility timeout has passed. Celery's event loop still uses Kombu's
+        BRPOP path.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             self._restore_visible()
-            if any(channel.deliver_next() for channel in list(self.channels)):
+            if any([channel.deliver_ready() for channel in list(self.channels)]):
                 return
+            for channel in self.channels:
+                channel.flush_acks()
             wait = self.wakeup_poll_interval
             if deadline is not None:
                 wait = min(wait, deadline - time.monotonic())
