@@ -25,6 +25,7 @@ from kombu.utils.url import maybe_sanitize_url
 from .errors import BrokerUnavailable, QueueNotFound, QueueTypeMismatch, UnsupportedQueueType
 from .models import BackendType
 from .queues import DEFAULT_MAX_PRIORITY, MAX_PRIORITY_LIMIT, QueueSpec, QueueType
+from .transport import amqp as amqp_transport
 from .transport import memory as memory_transport
 from .transport import redis as redis_transport
 from .transport import sentinel as sentinel_transport
@@ -177,7 +178,8 @@ class RabbitMQClient(Client):
     def connection(self) -> kombu.Connection:
         url = self._url.replace("pyamqp", "amqp", 1)
         return kombu.Connection(
-            url, ssl=url.startswith("amqps"), connect_timeout=self.connect_timeout,
+            url, transport=amqp_transport.Transport, ssl=url.startswith("amqps"),
+            connect_timeout=self.connect_timeout,
             transport_options={"confirm_publish": True, **self.transport_options},
         )
 
