@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -19,9 +20,11 @@ class CeleryWorker:
 
     def __init__(self, app: str, queues: Iterable[str], env: Mapping[str, str], output: Path, name: str) -> None:
         self.output = output
+        #: The worker's node name; with remote control on, it consumes ``<nodename>.celery.pidbox``.
+        self.nodename = f"{name}@{socket.gethostname()}"
         command = [
             sys.executable, "-m", "celery", "-A", app, "worker", "--pool", "solo", "--concurrency", "1",
-            "--prefetch-multiplier", "1", "--queues", ",".join(queues), "--hostname", f"{name}@%h",
+            "--prefetch-multiplier", "1", "--queues", ",".join(queues), "--hostname", self.nodename,
             "--without-mingle", "--without-gossip", "--without-heartbeat", "--loglevel", "INFO",
         ]
         pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
