@@ -73,6 +73,7 @@ class ExactOrderChannelMixin:
                 f"not {requested.describe()}",
                 (50, 10), "Queue.declare",
             )
+        super()._new_queue(queue, **kwargs)  # type: ignore[misc]  # Kombu's auto_delete / x-expires
 
     def _has_queue(self, queue: str, **kwargs: Any) -> bool:
         return self.queue_spec(queue) is not None
@@ -88,7 +89,10 @@ class ExactOrderChannelMixin:
 
         Kombu's virtual ``queue_delete`` only deletes through the bindings recorded in this
         process, so a queue declared elsewhere would survive; here ``_delete`` removes it whoever
-        declared it, and raises 404 when it does not exist.
+        declared it. Deleting a missing queue does nothing, as on RabbitMQ.
         """
-        self._delete(queue)  # type: ignore[attr-defined]
+        try:
+            self._delete(queue)  # type: ignore[attr-defined]
+        except NotFound:
+            pass
         self.state.queue_bindings_delete(queue)  # type: ignore[attr-defined]
