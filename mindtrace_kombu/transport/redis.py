@@ -32,6 +32,8 @@ as unacked, and acknowledges in one more: two round trips per message.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import socket
 import time
 from queue import Empty
@@ -40,8 +42,7 @@ from typing import Any
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual as kombu_virtual
 from kombu.utils.json import dumps, loads
-from redis.commands.core import Script
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from ..queues import QueueSpec, QueueType
 from .base import ExactOrderChannelMixin, queue_not_found, unparseable_message
@@ -190,6 +191,11 @@ def is_queue_not_found(exc: BaseException) -> bool:
     return isinstance(exc, ResponseError) and str(exc).rsplit(": ", 1)[-1] == _NOT_FOUND
 
 
+@functools.lru_cache(maxsize=None)
+def _sha1(source: str) -> str:
+    return hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
+
+
 def _keys(queue: str) -> list[str]:
     return [SPECS_KEY, queue, ordered_key(queue), SEQ_KEY]
 
@@ -228,7 +234,7 @@ class _PutBatch:
     def flush(self) -> None:
         pending, self._pending, self._count = self._pending, {}, 0
         for queue, args in pending.items():
-            self.channel._run("put", _PUT, queue, 0, *args)
+            self.channel._run(_PUT, queue, 0, *args)
 
     def discard(self) -> None:
         self._pending, self._count = {}, 0
@@ -284,17 +290,19 @@ class Channel(ExactOrderChannelMixin, kombu_redis.Channel):  # type: ignore[misc
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._scripts: dict[str, Script] = {}
         #: Delivery tags the pop script recorded as unacked and QoS has not tracked yet.
         self.recorded: set[str] = set()
         #: Acknowledged delivery tags not yet removed from the unacked hash in Redis.
         self.pending_acks: list[str] = []
 
-    def _script(self, name: str, source: str) -> Script:
-        script = self._scripts.get(name)
-        if script is None:
-            script = self._scripts[name] = self.client.register_script(source)
-        return script
+    def _call(self, source: str, keys: list[str], args: list[Any]) -> Any:
+        """EVALSHA one of the scripts above: one round trip (SCRIPT LOAD once per Redis start)."""
+        sha = _sha1(source)
+        try:
+            return self.client.evalsha(sha, len(keys), *keys, *args)
+        except NoScriptError:
+            self.client.script_load(source)
+            return self.client.evalsha(sha, len(keys), *keys, *args)
 
     def close(self) -> None:
         """Send pending acknowledgements before Kombu restores what is still unacknowledged."""
@@ -309,17 +317,17 @@ class Channel(ExactOrderChannelMixin, kombu_redis.Channel):  # type: ignore[misc
         """Kombu's ``Producer.batch()`` hook: messages are put with one script call per queue."""
         return _PutBatch(self, max_size)
 
-    def _run(self, name: str, source: str, queue: str, *args: Any) -> Any:
+    def _run(self, source: str, queue: str, *args: Any) -> Any:
         """Run one of the scripts above for ``queue``: one round trip; a missing queue raises 404."""
         try:
-            return self._script(name, source)(keys=_keys(queue), args=[queue, *args], client=self.client)
+            return self._call(source, _keys(queue), [queue, *args])
         except ResponseError as exc:
             if is_queue_not_found(exc):
                 raise queue_not_found(queue) from None
             raise
 
     def _store_spec(self, spec: QueueSpec) -> QueueSpec:
-        return _decode_spec(spec.name, self._run("declare", _DECLARE, spec.name, _encode_spec(spec)))
+        return _decode_spec(spec.name, self._run(_DECLARE, spec.name, _encode_spec(spec)))
 
     def queue_spec(self, queue: str) -> QueueSpec | None:
         raw = self.client.hget(SPECS_KEY, queue)
@@ -332,7 +340,7 @@ class Channel(ExactOrderChannelMixin, kombu_redis.Channel):  # type: ignore[misc
         priority = message["properties"].get("priority") or 0
         batch = kwargs.pop("_publish_batch", None)
         if batch is None:
-            self._run("put", _PUT, queue, 0, dumps(message), priority)
+            self._run(_PUT, queue, 0, dumps(message), priority)
         else:
             batch.add(queue, dumps(message), priority)
 
@@ -358,7 +366,7 @@ class Channel(ExactOrderChannelMixin, kombu_redis.Channel):  # type: ignore[misc
         acks, self.pending_acks = self.pending_acks, []
         args: list[str | int | float] = [time.time(), count, len(acks), *acks, *queues]
         try:
-            found = self._script("pop_record", _POP_RECORD)(keys=keys, args=args, client=self.client)
+            found = self._call(_POP_RECORD, keys, args)
         except ResponseError as exc:
             missing = str(exc).partition(f"{_NOT_FOUND} ")[2]
             if missing:
@@ -377,9 +385,7 @@ class Channel(ExactOrderChannelMixin, kombu_redis.Channel):  # type: ignore[misc
         """Remove acknowledged tags from the unacked hash and index. One round trip."""
         acks, self.pending_acks = self.pending_acks, []
         if acks:
-            self._script("forget", _FORGET)(
-                keys=[self.unacked_key, self.unacked_index_key], args=acks, client=self.client
-            )
+            self._call(_FORGET, [self.unacked_key, self.unacked_index_key], list(acks))
 
     def deliver_ready(self) -> bool:
         """Take as many messages of the consumed queues as prefetch allows (at most
@@ -408,12 +414,12 @@ class Channel(ExactOrderChannelMixin, kombu_redis.Channel):  # type: ignore[misc
         payload.setdefault("headers", {})["redelivered"] = True
         payload["properties"].setdefault("delivery_info", {})["redelivered"] = True
         priority = payload["properties"].get("priority") or 0
-        script = self._script("put", _PUT)
+        script = self.client.register_script(_PUT)  # in Kombu's restore transaction (a pipeline)
         for queue in self._lookup(exchange, routing_key):
             script(keys=_keys(queue), args=[queue, 1, dumps(payload), priority], client=pipe)
 
     def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
-        item = self._run("get", _GET, queue)
+        item = self._run(_GET, queue)
         if item is None:
             raise Empty()
         try:
@@ -424,13 +430,13 @@ class Channel(ExactOrderChannelMixin, kombu_redis.Channel):  # type: ignore[misc
         return message  # type: ignore[no-any-return]
 
     def _size(self, queue: str) -> int:
-        return int(self._run("size", _SIZE, queue))
+        return int(self._run(_SIZE, queue))
 
     def _purge(self, queue: str) -> int:
-        return int(self._run("purge", _PURGE, queue))
+        return int(self._run(_PURGE, queue))
 
     def _delete(self, queue: str, *args: Any, **kwargs: Any) -> None:
-        self._run("delete", _DELETE, queue)
+        self._run(_DELETE, queue)
 
 
 class Transport(kombu_redis.Transport):  # type: ignore[misc]
