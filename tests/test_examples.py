@@ -54,6 +54,15 @@ EXPECTED: dict[str, tuple[str, list[str], list[str]]] = {
             "done",
         ],
     ),
+    "worker.py": (  # in-process by default; job ids are random, so only the summary lines
+        "local",
+        [],
+        [
+            "completed=2 retried=2 dead-lettered=1",
+            "dead letter: broken after 3 attempts: failed after 3 attempts: ValueError: bad width 0",
+            "claimed: None",
+        ],
+    ),
     "complete_example.py": (
         "redis",
         ["data_processing_queue"],
