@@ -38,7 +38,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 EPILOG = f"""\b
 Broker: --broker, else $MINDTRACE_BROKER_URL, else $CELERY_BROKER_URL, else broker_url
-of the --config module ({DEFAULT_CONFIG_MODULE} if importable), else {DEFAULT_BROKER_URL}.
+of the --config module ({DEFAULT_CONFIG_MODULE} if importable; its broker_transport_options
+apply too, as in Celery), else {DEFAULT_BROKER_URL}.
 Passwords are masked in all output.
 
 \b

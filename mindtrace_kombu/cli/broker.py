@@ -7,11 +7,11 @@ import sys
 
 import click
 
-from ..config import BROKER_URL_VARIABLES, DEFAULT_BROKER_URL, BrokerSettings, broker_settings
+from ..config import BrokerSettings, broker_settings, broker_url_from_env
 
 __all__ = ["DEFAULT_CONFIG_MODULE", "cwd_importable", "resolve_broker"]
 
-#: Config module read when nothing else names the broker; skipped when it does not exist.
+#: Config module read when neither ``--broker`` nor ``MINDTRACE_BROKER_URL`` names the broker.
 DEFAULT_CONFIG_MODULE = "celeryconfig"
 
 
@@ -22,20 +22,20 @@ def cwd_importable() -> None:
 
 
 def resolve_broker(option: str | None, config_module: str | None) -> tuple[BrokerSettings, str]:
-    """The broker settings and where they came from; the first source naming a broker wins.
+    """The broker settings and where they came from.
 
-    Order: ``--broker``; ``MINDTRACE_BROKER_URL``; ``CELERY_BROKER_URL``; the ``broker_url`` (with
-    ``broker_transport_options`` and ``broker_connection_timeout``) of ``--config MODULE``, default
-    ``celeryconfig``, imported from the current directory as Celery does; ``redis://localhost:6379/0``.
+    Order: ``--broker``; ``MINDTRACE_BROKER_URL``; the config module (``--config``, default
+    ``celeryconfig`` when importable) read as Celery reads it, ``CELERY_BROKER_URL`` over its
+    ``broker_url``, with its ``broker_transport_options`` and ``broker_connection_timeout``;
+    ``CELERY_BROKER_URL``; ``redis://localhost:6379/0``.
 
     Raises:
         click.UsageError: a module named with ``--config`` cannot be imported.
     """
     if option:
         return BrokerSettings(option), "--broker"
-    for variable in BROKER_URL_VARIABLES:
-        if os.environ.get(variable):
-            return BrokerSettings(os.environ[variable]), f"${variable}"
+    if os.environ.get("MINDTRACE_BROKER_URL"):
+        return BrokerSettings(os.environ["MINDTRACE_BROKER_URL"]), "$MINDTRACE_BROKER_URL"
     module_name = config_module or DEFAULT_CONFIG_MODULE
     cwd_importable()
     try:
@@ -43,4 +43,4 @@ def resolve_broker(option: str | None, config_module: str | None) -> tuple[Broke
     except ModuleNotFoundError as exc:
         if config_module is not None or exc.name != module_name:
             raise click.UsageError(f"cannot import config module {module_name!r}: {exc}") from None
-    return BrokerSettings(DEFAULT_BROKER_URL), "the default"
+    return BrokerSettings(broker_url_from_env()), "the environment or the default"

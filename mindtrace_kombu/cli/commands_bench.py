@@ -141,9 +141,9 @@ def bench(cli: CliContext, count: int, batch: int, queue_type: str, payload_byte
         (
             phase["phase"],
             phase["jobs"],
-            f"{phase['seconds']:.2f}",
-            f"{phase['jobs_per_second']:,.0f}",
-            *(f"{phase[key]:.2f}" for key in (*(f"p{p}_ms" for p in PERCENTILES), "max_ms")),
+            phase["seconds"],
+            round(phase["jobs_per_second"]),
+            *(phase[key] for key in (*(f"p{p}_ms" for p in PERCENTILES), "max_ms")),
         )
         for phase in phases
     ]

@@ -162,6 +162,12 @@ def _cli_error(exc: JobsError) -> CliError:
             f"queue {exc.queue_name!r} does not exist: "
             f"declare it with `mindtrace-jobs declare {exc.queue_name}`"
         )
+    if isinstance(exc, BrokerUnavailable) and exc.__cause__ is not None:  # hint at the option
+        cause = exc.__cause__
+        return BrokerDownError(
+            f"broker {exc.url} is unavailable: {type(cause).__name__}: {cause}; check that it is "
+            "running and reachable, or raise --connect-timeout"
+        )
     if isinstance(exc, BrokerUnavailable):
         return BrokerDownError(str(exc))
     if isinstance(exc, _INVALID_INPUT):

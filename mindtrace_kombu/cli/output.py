@@ -64,12 +64,15 @@ class Output:
     def table(
         self, headers: Sequence[str], rows: Sequence[Sequence[Cell]], title: str | None = None
     ) -> None:
-        """A rich table on a terminal; otherwise aligned plain columns, header first."""
+        """A rich table on a terminal (numbers right-aligned), else plain columns, header first."""
         if self.rich:
             from rich.console import Console
             from rich.table import Table
 
-            table = Table(*headers, title=title, title_justify="left")
+            table = Table(title=title, title_justify="left")
+            for i, header in enumerate(headers):
+                numeric = all(isinstance(row[i], (int, float)) or row[i] is None for row in rows)
+                table.add_column(header, justify="right" if numeric and rows else "left")
             for row in rows:
                 table.add_row(*(_text(cell) for cell in row))
             Console().print(table)
