@@ -282,7 +282,8 @@ class Worker:
 
     def stop(self) -> None:
         """Ask :meth:`run` to finish: in-flight jobs complete and are acknowledged, prefetched
-        ones go back to the queue. Safe from signal handlers and other threads."""
+        ones go back to the queue. Safe from signal handlers and other threads; a stop before
+        :meth:`run` makes it return at once."""
         self._stopping.set()
 
     def run(self, until_empty: bool = False) -> WorkerStats:
@@ -295,7 +296,6 @@ class Worker:
         for queue in self.queues:
             self.orchestrator.queue_spec(queue)  # QueueNotFound before consuming anything
         self.stats = WorkerStats()
-        self._stopping.clear()
         if self.concurrency > 1:
             self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="mindtrace-worker")
         with self._signals_stop():
@@ -314,6 +314,7 @@ class Worker:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
+        self._stopping.clear()  # a stop() before run() still counts; after it, run() can start again
         return self.stats
 
     @contextmanager
@@ -432,7 +433,10 @@ class Worker:
     def _emit(self, event: JobEvent) -> None:
         self.stats.count(event.outcome)
         if self.on_event is not None:
-            self.on_event(event)
+            try:
+                self.on_event(event)
+            except Exception:  # noqa: BLE001 - a failing observer must not stop the worker
+                logger.exception("on_event failed for job %s on %s", event.job_id, event.queue)
 
     # -- shutdown ----------------------------------------------------------------------------------
 

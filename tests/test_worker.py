@@ -187,3 +187,24 @@ def test_worker_consumes_several_queues(orchestrator: Orchestrator, queue_name: 
 def test_worker_refuses_a_missing_queue(orchestrator: Orchestrator, queue_name: str) -> None:
     with pytest.raises(KeyError):
         orchestrator.consume(queue_name, print, until_empty=True)
+
+
+def test_a_failing_event_observer_does_not_stop_the_worker(orchestrator: Orchestrator, queue_name: str) -> None:
+    orchestrator.declare_queue(queue_name)
+    orchestrator.publish_many(queue_name, [make_job(n) for n in range(3)])
+
+    def observer(event: JobEvent) -> None:
+        raise BrokenPipeError("stdout closed")
+
+    stats = orchestrator.consume(queue_name, lambda job: None, until_empty=True, on_event=observer)
+    assert stats.completed == 3 and orchestrator.count_queue_messages(queue_name) == 0
+
+
+def test_stop_before_run_returns_without_consuming(orchestrator: Orchestrator, queue_name: str) -> None:
+    orchestrator.declare_queue(queue_name)
+    orchestrator.publish(queue_name, make_job(1))
+    worker = Worker(orchestrator, queue_name, lambda job: None)
+    worker.stop()
+    assert worker.run().processed == 0
+    assert orchestrator.count_queue_messages(queue_name) == 1
+    assert worker.run(until_empty=True).processed == 1  # the stop was used up
