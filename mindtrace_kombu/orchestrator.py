@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["MessageBuilder", "Orchestrator", "OutgoingMessage", "job_message"]
 
 _ACCEPT = prepare_accept_content(ACCEPT)
-_POLL_MIN, _POLL_MAX = 0.001, 0.05  # receive_message(timeout=...) poll backoff, seconds
+_POLL_MIN, _POLL_MAX = 0.001, 0.02  # receive_message(timeout=...) poll backoff, seconds
 _RETRY_BACKOFF, _RETRY_BACKOFF_MAX = 0.2, 2.0  # reconnect backoff, seconds
 _T = TypeVar("_T")
 
@@ -62,6 +62,7 @@ class _Session:
         self.connection = connection
         self._channel: Any = None
         self._producer: Producer | None = None
+        self.worked = False  # an operation succeeded on this connection
 
     @property
     def channel(self) -> Any:
@@ -210,17 +211,21 @@ class Orchestrator:
     def _run(self, queue: str, operation: Callable[[_Session], _T]) -> _T:
         """Run one broker operation with errors translated (:func:`translate_errors`).
 
-        A broken connection is dropped and the operation retried on a new one, up to
-        ``connection_retries`` times with a short backoff; then :class:`BrokerUnavailable`.
+        A connection that worked and broke is dropped and the operation retried on a new one, up
+        to ``connection_retries`` times with a short backoff; then :class:`BrokerUnavailable`.
+        A broker that cannot be reached at all fails at once, within the client's
+        ``connect_timeout``.
         """
         for attempt in itertools.count():
             session = self._session()
             try:
                 with translate_errors(self.client, queue, on_channel_error=session.reset_channel):
-                    return operation(session)
+                    result = operation(session)
+                session.worked = True
+                return result
             except BrokerUnavailable:
                 self._drop_session(session)
-                if attempt >= self.connection_retries:
+                if attempt >= self.connection_retries or not (session.worked or attempt):
                     raise
                 time.sleep(min(_RETRY_BACKOFF * 2**attempt, _RETRY_BACKOFF_MAX))
         raise AssertionError("unreachable")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Mapping
 
-from .errors import InvalidPriority, InvalidQueueName
+from .errors import InvalidPriority, InvalidQueueName, UnsupportedQueueType
 
 __all__ = [
     "DEFAULT_MAX_PRIORITY",
@@ -77,14 +77,14 @@ class QueueSpec:
         idiom ``declare_queue(name, max_priority=255)``); it defaults to 10 for priority queues.
 
         Raises:
-            InvalidQueueName, InvalidPriority, ValueError: for an unknown queue type.
+            InvalidQueueName, InvalidPriority, UnsupportedQueueType (an unknown queue type).
         """
         validate_queue_name(name)
         try:
             kind = QueueType(queue_type)
         except ValueError:
             choices = ", ".join(repr(t.value) for t in QueueType)
-            raise ValueError(f"queue {name!r}: unknown queue_type {queue_type!r}; use one of {choices}") from None
+            raise UnsupportedQueueType(name, str(queue_type), "mindtrace-kombu", f"use one of {choices}") from None
         if max_priority is not None:
             if kind is QueueType.STACK:
                 raise InvalidPriority(name, max_priority, "stack queues have no priorities")
