@@ -444,3 +444,19 @@ def test_worker_exits_cleanly_on_sigterm(handlers: Path) -> None:
         finally:
             process.kill()
             orchestrator.delete_queue(queue)
+
+
+def test_readme_worker_example_handler(broker: str, queue: str) -> None:
+    # Given the README's example handler (examples/cli/tasks.py) and two jobs, one too wide
+    with Orchestrator.from_url(broker) as orchestrator:
+        orchestrator.declare_queue(queue)
+    ok("publish", queue, "--name", "resize", "-i", "width=640", broker=broker)
+    ok("publish", queue, "--name", "resize", "-i", "width=8000", broker=broker)
+    # When the worker runs it from the repository root, as the README shows
+    result = ok(
+        "worker", "examples.cli.tasks:resize", "-Q", queue, "--burst", "--max-retries", "1",
+        broker=broker, cwd=Path(__file__).resolve().parents[1],
+    )
+    # Expect one job completed and the too-wide one retried, then dead-lettered with its error
+    assert "1 completed, 1 retried, 1 dead-lettered" in result.stdout
+    assert "ValueError: width 8000 is too large" in result.stdout

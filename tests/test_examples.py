@@ -131,7 +131,10 @@ def test_every_readme_python_block_is_in_an_example() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
     assert blocks, "the README has no Python code block"
-    sources = {path.name: _normalized(path.read_text(encoding="utf-8")) for path in EXAMPLES.glob("*.py")}
+    sources = {
+        str(path.relative_to(EXAMPLES)): _normalized(path.read_text(encoding="utf-8"))
+        for path in EXAMPLES.rglob("*.py")
+    }
     # Expect each to appear, line for line and in order, in one example file
     for block in blocks:
         lines = _normalized(block)
@@ -139,4 +142,4 @@ def test_every_readme_python_block_is_in_an_example() -> None:
             name for name, source in sources.items()
             if any(source[i : i + len(lines)] == lines for i in range(len(source) - len(lines) + 1))
         ]
-        assert homes, f"README block is in no examples/*.py file:\n{block}"
+        assert homes, f"README block is in no file under examples/:\n{block}"
