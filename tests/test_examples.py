@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 import uuid
 from pathlib import Path
 
@@ -123,7 +124,12 @@ def test_every_top_level_example_is_tested() -> None:
 
 
 def _normalized(code: str) -> list[str]:
-    return [line.rstrip() for line in code.strip().splitlines() if line.strip()]
+    return [line.rstrip() for line in code.splitlines() if line.strip()]
+
+
+def _dedented(lines: list[str]) -> str:
+    """The lines without their common indentation (a README block may sit inside a function)."""
+    return textwrap.dedent("\n".join(lines))
 
 
 def test_every_readme_python_block_is_in_an_example() -> None:
@@ -140,6 +146,6 @@ def test_every_readme_python_block_is_in_an_example() -> None:
         lines = _normalized(block)
         homes = [
             name for name, source in sources.items()
-            if any(source[i : i + len(lines)] == lines for i in range(len(source) - len(lines) + 1))
+            if any(_dedented(source[i : i + len(lines)]) == _dedented(lines) for i in range(len(source) - len(lines) + 1))
         ]
         assert homes, f"README block is in no file under examples/:\n{block}"
