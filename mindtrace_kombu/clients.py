@@ -1,8 +1,8 @@
 """Clients: configuration objects that produce a ``kombu.Connection`` for one backend.
 
 ``LocalClient`` -> this package's memory transport, ``RedisClient`` -> this package's Redis
-transport (an ordinary ``redis://`` URL underneath), ``RabbitMQClient`` -> stock py-amqp with
-publisher confirms. :func:`translate_errors` is the one place where broker exceptions become
+transport (an ordinary ``redis://`` URL underneath), ``RabbitMQClient`` -> Kombu's py-amqp
+transport with publisher confirms (awaited per batch, ``transport/amqp.py``). :func:`translate_errors` is the one place where broker exceptions become
 this package's errors. Reprs and errors never show a password.
 """
 

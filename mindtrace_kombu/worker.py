@@ -141,21 +141,34 @@ class _Result:
         return "".join(lines)[-4000:]
 
 
-def _execute(handler: Handler, job: Job) -> _Result:
-    """Run ``handler`` on ``job``: RUNNING, then COMPLETED (with its output) or FAILED."""
+def _started(job: Job) -> float:
+    """Mark ``job`` RUNNING as one more attempt; returns the monotonic start time."""
     job.status, job.started_at, job.attempts = ExecutionStatus.RUNNING, _now(), job.attempts + 1
-    started = time.monotonic()
-    try:
-        output = handler(job)
-    except Exception as exc:  # noqa: BLE001 - any handler failure is retried or dead-lettered
-        job.status, job.error = ExecutionStatus.FAILED, f"{type(exc).__name__}: {exc}"
-        return _Result(job, time.monotonic() - started, exc)
+    return time.monotonic()
+
+
+def _failed(job: Job, started: float, error: Exception) -> _Result:
+    job.status, job.error = ExecutionStatus.FAILED, f"{type(error).__name__}: {error}"
+    return _Result(job, time.monotonic() - started, error)
+
+
+def _completed(job: Job, started: float, output: object = None) -> _Result:
     job.status, job.completed_at, job.error = ExecutionStatus.COMPLETED, _now(), None
     if isinstance(output, JobOutput):
         job.payload.output = output
     elif isinstance(output, BaseModel):
         job.payload.output = JobOutput.model_validate(output.model_dump())
     return _Result(job, time.monotonic() - started)
+
+
+def _execute(handler: Handler, job: Job) -> _Result:
+    """Run ``handler`` on ``job``: RUNNING, then COMPLETED (with its output) or FAILED."""
+    started = _started(job)
+    try:
+        output = handler(job)
+    except Exception as exc:  # noqa: BLE001 - any handler failure is retried or dead-lettered
+        return _failed(job, started, exc)
+    return _completed(job, started, output)
 
 
 def _decode(orchestrator: Orchestrator, queue: str, message: Message, max_bytes: int = MAX_MESSAGE_BYTES) -> Job:
@@ -211,15 +224,13 @@ def claim(
         yield None
         return
     job = _decode(orchestrator, queue, message)
-    job.status, job.started_at, job.attempts = ExecutionStatus.RUNNING, _now(), job.attempts + 1
-    started = time.monotonic()
+    started = _started(job)
     try:
         yield job
     except Exception as exc:
-        job.status, job.error = ExecutionStatus.FAILED, f"{type(exc).__name__}: {exc}"
-        _settle_failure(orchestrator, queue, message, _Result(job, time.monotonic() - started, exc), policy)
+        _settle_failure(orchestrator, queue, message, _failed(job, started, exc), policy)
         raise
-    job.status, job.completed_at = ExecutionStatus.COMPLETED, _now()
+    _completed(job, started)
     message.ack()
 
 
