@@ -20,7 +20,7 @@ from kombu.serialization import prepare_accept_content
 
 from .clients import Client, LocalClient, client_from_url, translate_errors
 from .config import broker_settings, broker_url_from_env
-from .errors import BrokerUnavailable, JobDecodeError, QueueNotFound, QueueTypeMismatch
+from .errors import BrokerUnavailable, InvalidPriority, JobDecodeError, QueueNotFound, QueueTypeMismatch
 from .models import QUEUE_MAPPING, Job, JobType
 from .queues import QueueSpec, QueueType, dead_letter_queue_name, validate_queue_name
 from .serialization import ACCEPT, SERIALIZER
@@ -360,8 +360,14 @@ class Orchestrator:
         for job in jobs:
             if not isinstance(job, Job):
                 raise TypeError(f"publish expects a Job, got {type(job).__name__}")
-        spec = self._spec(queue_name)
-        priority = spec.validate_priority(priority)
+        try:
+            priority = self._spec(queue_name).validate_priority(priority)
+        except InvalidPriority:
+            if queue_name not in self._specs:
+                raise
+            # the cached spec may be stale (re-created elsewhere with another type): check once more
+            del self._specs[queue_name]
+            priority = self._spec(queue_name).validate_priority(priority)
         messages = [self.message_builder(queue_name, job) for job in jobs]  # may refuse: nothing sent
         self._send(queue_name, messages, priority)
         return [job.id for job in jobs]

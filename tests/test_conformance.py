@@ -394,3 +394,18 @@ def test_local_threads_deliver_every_job_exactly_once() -> None:
     for thread in receivers:
         thread.join()
     assert sorted(received) == list(range(8 * per_thread))
+
+
+def test_a_queue_recreated_elsewhere_with_priorities_accepts_them(client: Client, queue_name: str) -> None:
+    # Given an orchestrator that knows the queue as fifo
+    first, second = Orchestrator(client), Orchestrator(client)
+    first.declare_queue(queue_name)
+    first.publish(queue_name, make_job(1))
+    # When another one re-creates it as a priority queue
+    second.declare_queue(queue_name, queue_type="priority", force=True)
+    # Expect the first to learn the new type rather than refuse the priority
+    first.publish(queue_name, make_job(2), priority=5)
+    assert second.count_queue_messages(queue_name) == 1
+    second.delete_queue(queue_name)
+    first.close()
+    second.close()
