@@ -14,6 +14,9 @@ adds what exact semantics need on top, once for both transports:
 from __future__ import annotations
 
 import base64
+import itertools
+import os
+import uuid
 from typing import Any
 
 from amqp.exceptions import NotFound, PreconditionFailed
@@ -49,6 +52,10 @@ def unparseable_message(raw: bytes, queue: str, delivery_tag: str) -> dict[str, 
     }
 
 
+_TAG_PREFIX = uuid.uuid4().hex[:16]
+_tag_counter = itertools.count(1)
+
+
 class ExactOrderChannelMixin:
     """Spec storage and AMQP-like errors for a virtual Channel; mix in before the Channel."""
 
@@ -60,9 +67,10 @@ class ExactOrderChannelMixin:
         """Return the stored spec of ``queue``, or None when it was never declared."""
         raise NotImplementedError
 
-    def queue_specs(self) -> list[QueueSpec]:
-        """Every queue declared on this broker (through this package's transports)."""
-        raise NotImplementedError
+    def _next_delivery_tag(self) -> str:
+        """A delivery tag unique across processes: a random per-process prefix, the process id
+        (a forked child differs) and a counter. Kombu draws a uuid4 per message instead."""
+        return f"{_TAG_PREFIX}.{os.getpid()}.{next(_tag_counter)}"
 
     def _new_queue(self, queue: str, **kwargs: Any) -> None:
         requested = QueueSpec.from_arguments(queue, kwargs.get("arguments"))

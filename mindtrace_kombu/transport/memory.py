@@ -71,6 +71,7 @@ class Channel(ExactOrderChannelMixin, virtual.Channel):  # type: ignore[misc]
     """In-process channel with exact queue order."""
 
     supports_fanout = False
+    body_encoding = None  # messages stay in this process: no base64 round trip
 
     def __init__(self, connection: Any, **kwargs: Any) -> None:
         super().__init__(connection, **kwargs)
