@@ -11,8 +11,8 @@ from typing import Any
 import click
 
 from ..models import Job, JobInput, JobSchema
-from ..queues import QueueType
-from .context import CliContext, json_option, pass_cli
+
+from .context import CliContext, json_option, pass_cli, queue_type_option
 from .jobs import chunks
 
 __all__ = ["bench"]
@@ -71,15 +71,7 @@ def _timed(
     show_default=True,
     help="Jobs per publish call (1: publish; more: publish_many).",
 )
-@click.option(
-    "--type",
-    "-t",
-    "queue_type",
-    type=click.Choice([t.value for t in QueueType]),
-    default=QueueType.FIFO.value,
-    show_default=True,
-    help="Type of the scratch queue.",
-)
+@queue_type_option("Type of the scratch queue.")
 @click.option(
     "--payload-bytes",
     type=click.IntRange(min=0),

@@ -9,8 +9,8 @@ import click
 
 from ..errors import QueueNotFound
 from ..models import BackendType
-from ..queues import QueueSpec, QueueType, dead_letter_queue_name
-from .context import CliContext, json_option, pass_cli
+from ..queues import QueueSpec, dead_letter_queue_name
+from .context import CliContext, json_option, pass_cli, queue_type_option
 
 __all__ = ["confirm", "declare", "delete", "purge", "queues", "yes_option"]
 
@@ -95,15 +95,7 @@ def queues(cli: CliContext, names: Sequence[str]) -> None:
 
 @click.command()
 @click.argument("name")
-@click.option(
-    "--type",
-    "-t",
-    "queue_type",
-    type=click.Choice([t.value for t in QueueType]),
-    default=QueueType.FIFO.value,
-    show_default=True,
-    help="Delivery order (stack: not on RabbitMQ).",
-)
+@queue_type_option("Delivery order (stack: not on RabbitMQ).")
 @click.option(
     "--max-priority",
     type=int,

@@ -21,6 +21,7 @@ from ..errors import (
     QueueTypeMismatch,
     UnsupportedQueueType,
 )
+from ..queues import QueueType
 from .broker import cwd_importable, resolve_broker
 from .output import Output
 
@@ -150,6 +151,19 @@ def json_option(func: F) -> F:
         callback=_set_json,
         help="Machine-readable JSON output.",
     )(func)
+
+
+def queue_type_option(help_text: str) -> Callable[[F], F]:
+    """``--type/-t fifo|stack|priority`` (default fifo), passed as ``queue_type``."""
+    return click.option(
+        "--type",
+        "-t",
+        "queue_type",
+        type=click.Choice([t.value for t in QueueType]),
+        default=QueueType.FIFO.value,
+        show_default=True,
+        help=help_text,
+    )
 
 
 _INVALID_INPUT = (InvalidPriority, InvalidQueueName, QueueTypeMismatch, UnsupportedQueueType)
