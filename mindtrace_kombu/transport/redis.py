@@ -25,9 +25,10 @@ same database.
 
 Scores: stack ``-seq``; priority ``(255 - priority) * 2**44 + seq`` (exact in a double for 2**44
 publishes). Each primitive is one Lua script, so one round trip and atomic: declare (plus one
-size read), publish, get, size, purge and delete. A synchronous consumer
-(``Connection.drain_events``) takes each message in one script call that pops it and records it
-as unacked, and acknowledges in one more: two round trips per message.
+size read), publish, ``publish_many`` (per queue), get, size, purge and delete. A synchronous
+consumer (``Connection.drain_events``) takes up to its free prefetch in one script call that
+pops each message and records it as unacked, and carries the acknowledgements of the previous
+batch: one round trip per batch.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from ..queues import QueueSpec, QueueType
 from .base import ExactOrderChannelMixin, queue_not_found, unparseable_message
 
-__all__ = ["Channel", "Transport", "SPECS_KEY", "is_queue_not_found", "ordered_key"]
+__all__ = ["Channel", "Transport", "SPECS_KEY", "ordered_key"]
 
 SPECS_KEY = "mindtrace.queues"
 SEQ_KEY = "mindtrace.seq"
@@ -186,11 +187,6 @@ def ordered_key(queue: str) -> str:
     return f"mindtrace.z.{queue}"
 
 
-def is_queue_not_found(exc: BaseException) -> bool:
-    """Whether a Redis error (direct or from a pipeline) is a script's missing-queue reply."""
-    return isinstance(exc, ResponseError) and str(exc).rsplit(": ", 1)[-1] == _NOT_FOUND
-
-
 @functools.lru_cache(maxsize=None)
 def _sha1(source: str) -> str:
     return hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
@@ -322,7 +318,7 @@ class Channel(ExactOrderChannelMixin, kombu_redis.Channel):  # type: ignore[misc
         try:
             return self._call(source, _keys(queue), [queue, *args])
         except ResponseError as exc:
-            if is_queue_not_found(exc):
+            if str(exc) == _NOT_FOUND:
                 raise queue_not_found(queue) from None
             raise
 
