@@ -8,11 +8,13 @@ it complete and its execution order is the queue's delivery order.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+import redis
 
 from mindtrace_kombu import ExecutionStatus, Job, JobSchema, JobType, Orchestrator
 from mindtrace_kombu.celery import job_result, job_status
@@ -133,6 +135,20 @@ def test_each_job_runs_once_with_its_typed_payload(run: CeleryRun) -> None:
     assert sorted(line["job"] for line in executions) == sorted(job.id for job in jobs)
     assert {line["input_type"] for line in executions} == {"CeleryInput"}
     assert [job_status(run.result(job)) for job in jobs] == [ExecutionStatus.COMPLETED] * len(jobs)
+    if run.app.conf.broker_url.startswith("redis"):  # the worker's acks reached Redis, not a buffer
+        assert _unacked_on_redis(queue, within=10) == 0
+
+
+def _unacked_on_redis(queue: str, within: float) -> int:
+    """How many of this package's unacked records (on REDIS_URL) belong to ``queue``, waiting up
+    to ``within`` seconds for the count to reach 0 (acks_late acks after the result is stored)."""
+    client = redis.Redis.from_url(REDIS_URL)
+    deadline = time.monotonic() + within
+    while True:
+        count = sum(1 for value in client.hvals("mindtrace.unacked") if value.endswith(f'"{queue}"]'.encode()))
+        if count == 0 or time.monotonic() > deadline:
+            return count
+        time.sleep(0.1)
 
 
 def test_priority_batch_runs_highest_priority_first(run: CeleryRun) -> None:

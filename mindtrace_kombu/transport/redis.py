@@ -252,11 +252,12 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
             super().append(message, delivery_tag)
 
     def ack(self, delivery_tag: str) -> None:
-        """Forget an acknowledged message. A consuming channel sends the acknowledgement with
-        its next pop (no round trip of its own), or before it waits or closes; otherwise it is
-        one script call (Kombu builds a MULTI pipeline)."""
+        """Forget an acknowledged message. A channel consumed through ``Transport.drain_events``
+        sends the acknowledgement with its next pop (no round trip of its own), or before it
+        waits or closes; otherwise (``basic_get``, Kombu's BRPOP loop under Celery) it is one
+        script call at once (Kombu builds a MULTI pipeline)."""
         self.channel.pending_acks.append(delivery_tag)
-        if not self.channel._active_queues:
+        if not (self.channel.acks_ride_on_pops and self.channel._active_queues):
             self.channel.flush_acks()
         kombu_virtual.QoS.ack(self, delivery_tag)
 
@@ -290,6 +291,8 @@ class Channel(ExactOrderChannelMixin, kombu_redis.Channel):  # type: ignore[misc
         self.recorded: set[str] = set()
         #: Acknowledged delivery tags not yet removed from the unacked hash in Redis.
         self.pending_acks: list[str] = []
+        #: True once this channel is consumed through :meth:`deliver_ready`, which sends them.
+        self.acks_ride_on_pops = False
 
     def _call(self, source: str, keys: list[str], args: list[Any]) -> Any:
         """EVALSHA one of the scripts above: one round trip (SCRIPT LOAD once per Redis start)."""
@@ -391,6 +394,7 @@ class Channel(ExactOrderChannelMixin, kombu_redis.Channel):  # type: ignore[misc
         room = self.qos.can_consume_max_estimate()
         if not queues or room == 0:
             return False
+        self.acks_ride_on_pops = True
         found = self._pop_record(queues, min(room or self.max_batch, self.max_batch))
         if not found:
             return False
