@@ -290,6 +290,7 @@ class Worker:
         self._pending: dict[Future[_Result], tuple[str, Message]] = {}
         self._finished: SimpleQueue[Future[_Result]] = SimpleQueue()
         self._consumer: kombu.Consumer | None = None
+        self._consuming = False  # the current connection got as far as consuming
 
     def stop(self) -> None:
         """Ask :meth:`run` to finish: in-flight jobs complete and are acknowledged, prefetched
@@ -313,11 +314,10 @@ class Worker:
             failures = 0
             while not self._stopping.is_set():
                 try:
-                    if self._consume(until_empty):
-                        break
-                    failures = 0
+                    self._consume(until_empty)
+                    break
                 except BrokerUnavailable:
-                    failures += 1
+                    failures = 1 if self._consuming else failures + 1  # a fresh drop, or still down
                     if failures >= _RECONNECT_ATTEMPTS:
                         raise
                     logger.warning("broker connection lost; reconnecting (attempt %d)", failures)
@@ -342,10 +342,12 @@ class Worker:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
-    def _consume(self, until_empty: bool) -> bool:
-        """One connection's life; True when the run is over, False when the connection broke."""
+    def _consume(self, until_empty: bool) -> None:
+        """One connection's life, until the run is over; a broken connection raises
+        :class:`BrokerUnavailable` (``_consuming`` tells whether it had worked)."""
         client = self.orchestrator.client
         connection = client.connection()
+        self._consuming = False
         try:
             with translate_errors(client, ",".join(self.queues)):
                 channel = connection.channel()
@@ -354,6 +356,7 @@ class Worker:
                     accept=ACCEPT, on_message=self._on_message, prefetch_count=self.prefetch,
                 )
                 self._consumer.consume()
+                self._consuming = True
                 while not self._stopping.is_set():
                     self._settle_finished()
                     self._release_due_retries()
@@ -361,8 +364,7 @@ class Worker:
                         connection.drain_events(timeout=self._drain_timeout(until_empty))
                     except TimeoutError:
                         if until_empty and self._drained():
-                            return True
-            return True
+                            return
         except BrokerUnavailable:
             self._abandon_connection()
             raise
