@@ -13,9 +13,11 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import redis
 
 from mindtrace_kombu import Orchestrator
 from mindtrace_kombu.clients import RedisClient
@@ -33,6 +35,21 @@ def start_worker(url: str, queue: str, log: Path, *extra: str) -> subprocess.Pop
     )
     assert process.stdout is not None and process.stdout.readline().strip() == "ready"
     return process
+
+
+@contextmanager
+def scratch_queue(orchestrator: Orchestrator, prefix: str) -> Iterator[str]:
+    """A new fifo queue, deleted (with its dead-letter queue) whatever the test's outcome."""
+    queue = unique(prefix)
+    orchestrator.declare_queue(queue)
+    try:
+        yield queue
+    finally:
+        for name in (queue, f"{queue}.dlq"):
+            try:
+                orchestrator.delete_queue(name)
+            except KeyError:
+                pass
 
 
 def read_log(log: Path) -> tuple[list[str], list[str]]:
@@ -202,42 +219,37 @@ def test_rabbitmq_forced_close_resumes_consumption(tmp_path: Path) -> None:
 def test_sigterm_finishes_the_job_and_returns_prefetched(backend: str, tmp_path: Path) -> None:
     client = make_client(backend)
     orchestrator = Orchestrator(client)
-    queue = unique("term")
-    orchestrator.declare_queue(queue)
-    orchestrator.publish_many(queue, [make_job(n) for n in range(5)])
-    log = tmp_path / "worker.log"
-    worker = start_worker(client._url, queue, log, "--sleep", "1.5", "--prefetch", "3")
-    try:
-        deadline = time.monotonic() + 20
-        while not read_log(log)[0] and time.monotonic() < deadline:
-            time.sleep(0.05)
-        worker.send_signal(signal.SIGTERM)  # during the slow job
-        out, _ = worker.communicate(timeout=30)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-    started, done = read_log(log)
-    assert worker.returncode == 0 and "stopped processed=1" in out
-    assert started == done and len(done) == 1  # the job in flight completed
-    assert orchestrator.count_queue_messages(queue) == 4  # acknowledged; prefetched ones returned
-    first = orchestrator.receive_message(queue)
-    assert first is not None and first.id != done[0]
-    orchestrator.delete_queue(queue)
+    with scratch_queue(orchestrator, "term") as queue:
+        orchestrator.publish_many(queue, [make_job(n) for n in range(5)])
+        log = tmp_path / "worker.log"
+        worker = start_worker(client._url, queue, log, "--sleep", "1.5", "--prefetch", "3")
+        try:
+            deadline = time.monotonic() + 20
+            while not read_log(log)[0] and time.monotonic() < deadline:
+                time.sleep(0.05)
+            worker.send_signal(signal.SIGTERM)  # during the slow job
+            out, _ = worker.communicate(timeout=30)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+        started, done = read_log(log)
+        assert worker.returncode == 0 and "stopped processed=1" in out
+        assert started == done and len(done) == 1  # the job in flight completed
+        assert orchestrator.count_queue_messages(queue) == 4  # acknowledged; prefetched ones returned
+        first = orchestrator.receive_message(queue)
+        assert first is not None and first.id != done[0]
 
 
 def test_redis_raw_bytes_are_dead_lettered_by_the_worker() -> None:
-    client = make_client("redis")
-    orchestrator = Orchestrator(client)
-    queue = unique("raw")
-    orchestrator.declare_queue(queue)
-    import redis
-
-    redis.Redis.from_url(REDIS_URL).lpush(queue, b"\xff\x00 not kombu")
-    orchestrator.publish(queue, make_job(1))
-    seen: list[int] = []
-    stats = orchestrator.consume(queue, lambda job: seen.append(job.payload.input.value), until_empty=True)
-    assert seen == [1] and stats.dead_lettered == 1
-    [letter] = orchestrator.dead_letters(queue)
-    assert letter.body == b"\xff\x00 not kombu" and "raw bytes" in letter.reason
-    orchestrator.delete_queue(f"{queue}.dlq")
-    orchestrator.delete_queue(queue)
+    orchestrator = Orchestrator(make_client("redis"))
+    with scratch_queue(orchestrator, "raw") as queue:
+        # Given raw bytes that are no Kombu message, pushed by someone else, before a good job
+        redis.Redis.from_url(REDIS_URL).lpush(queue, b"\xff\x00 not kombu")
+        orchestrator.publish(queue, make_job(1))
+        seen: list[int] = []
+        # When a worker drains the queue
+        stats = orchestrator.consume(queue, lambda job: seen.append(job.payload.input.value), until_empty=True)
+        # Expect the job processed and the bytes dead-lettered unchanged, with the reason
+        assert seen == [1] and stats.dead_lettered == 1
+        [letter] = orchestrator.dead_letters(queue)
+        assert letter.body == b"\xff\x00 not kombu" and "raw bytes" in letter.reason
