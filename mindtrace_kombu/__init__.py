@@ -16,7 +16,7 @@ from . import serialization as _serialization  # registers the Kombu serializer
 from . import transport as _transport  # registers the mindtrace-memory / mindtrace-redis aliases
 
 if TYPE_CHECKING:
-    from .clients import Client, LocalClient, RabbitMQClient, RedisClient, client_from_url
+    from .clients import Client, LocalClient, RabbitMQClient, RedisClient, RedisSentinelClient, client_from_url
     from .errors import (
         BrokerUnavailable,
         InvalidPriority,
@@ -40,17 +40,20 @@ if TYPE_CHECKING:
     )
     from .orchestrator import Orchestrator
     from .queues import QueueSpec, QueueType
+    from .worker import Worker
 
 __version__ = "0.1.0"
 
 __all__ = [
     # orchestration
     "Orchestrator",
+    "Worker",
     # clients
     "Client",
     "LocalClient",
     "RabbitMQClient",
     "RedisClient",
+    "RedisSentinelClient",
     "client_from_url",
     # models
     "BackendType",
@@ -78,7 +81,11 @@ __all__ = [
 #: Module that defines each public name; add new exports here and to ``__all__``.
 _ORIGINS: dict[str, str] = {
     **dict.fromkeys(["Orchestrator"], ".orchestrator"),
-    **dict.fromkeys(["Client", "LocalClient", "RabbitMQClient", "RedisClient", "client_from_url"], ".clients"),
+    **dict.fromkeys(["Worker"], ".worker"),
+    **dict.fromkeys(
+        ["Client", "LocalClient", "RabbitMQClient", "RedisClient", "RedisSentinelClient", "client_from_url"],
+        ".clients",
+    ),
     **dict.fromkeys(
         ["BackendType", "ExecutionStatus", "Job", "JobInput", "JobOutput", "JobSchema", "JobType", "QUEUE_MAPPING"],
         ".models",
