@@ -85,6 +85,11 @@ class Client:
         specs: list[QueueSpec] = channel.queue_specs()
         return specs
 
+    def unacked_counts(self, connection: kombu.Connection, channel: Any) -> dict[str, int] | None:
+        """Delivered, not yet acknowledged messages per queue, where the broker reports them."""
+        counts: dict[str, int] | None = channel.unacked_counts()
+        return counts
+
 
 class LocalClient(Client):
     """In-process backend. Clients with the same ``broker_id`` share queues; thread-safe."""
@@ -222,19 +227,29 @@ class RabbitMQClient(Client):
         AMQP has no command that lists queues.
         """
         try:
-            return self._management_specs(connection)
+            queues = self._management_queues(connection)
         except (OSError, ValueError):
             found = (self.lookup_spec(connection, channel, name) for name in candidates)
             return [spec for spec in found if spec is not None]
+        return [QueueSpec.from_arguments(queue["name"], queue.get("arguments")) for queue in queues]
 
-    def _management_specs(self, connection: kombu.Connection) -> list[QueueSpec]:
+    def unacked_counts(self, connection: kombu.Connection, channel: Any) -> dict[str, int] | None:
+        """From the management API when the plugin answers; AMQP itself does not report them."""
+        try:
+            queues = self._management_queues(connection)
+        except (OSError, ValueError):
+            return None
+        return {queue["name"]: int(queue.get("messages_unacknowledged", 0)) for queue in queues}
+
+    def _management_queues(self, connection: kombu.Connection) -> list[dict[str, Any]]:
+        """The vhost's queues from the management HTTP API (``management_port``)."""
         vhost = quote(connection.virtual_host or "/", safe="")
         request = urllib.request.Request(f"http://{connection.hostname}:{self.management_port}/api/queues/{vhost}")
         token = base64.b64encode(f"{connection.userid}:{connection.password}".encode()).decode()
         request.add_header("Authorization", f"Basic {token}")
         with urllib.request.urlopen(request, timeout=self.connect_timeout) as response:  # noqa: S310 - http only
-            queues = json.load(response)
-        return [QueueSpec.from_arguments(queue["name"], queue.get("arguments")) for queue in queues]
+            queues: list[dict[str, Any]] = json.load(response)
+        return queues
 
 
 def _rabbitmq_candidates(name: str) -> Iterator[QueueSpec]:

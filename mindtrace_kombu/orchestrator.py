@@ -301,6 +301,12 @@ class Orchestrator:
         specs = self._run("*", lambda session: self.client.list_specs(session.connection, session.channel, candidates))
         return sorted(specs, key=lambda spec: spec.name)
 
+    def unacked_counts(self) -> dict[str, int] | None:
+        """Messages delivered to consumers and not yet acknowledged, per queue, where the broker
+        reports them: Redis (this package's unacked records), RabbitMQ with the management API.
+        None where it does not (RabbitMQ without it; the local backend keeps them per consumer)."""
+        return self._run("*", lambda session: self.client.unacked_counts(session.connection, session.channel))
+
     def count_queue_messages(self, queue_name: str) -> int:
         """Number of ready messages; exact as soon as ``publish`` has returned. 1 round trip.
 

@@ -21,7 +21,7 @@ import pytest
 
 from mindtrace_kombu import Orchestrator, QueueNotFound
 
-from .conftest import broker_url, make_client, make_job, unique
+from .conftest import REDIS_URL, broker_url, make_client, make_job, unique
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -165,6 +165,8 @@ def test_declare_publish_count_and_receive(broker: str, queue: str) -> None:
     # When counting through `queues --json --queue`
     row = ready(broker, queue)
     # Expect both jobs, on a priority queue with no dead-letter queue yet
+    in_flight = row.pop("unacked")  # Redis: 0; RabbitMQ: None without the management API
+    assert in_flight == 0 if broker.startswith("redis") else in_flight in (None, 0)
     assert row == {
         "name": queue,
         "type": "priority",
@@ -460,3 +462,23 @@ def test_readme_worker_example_handler(broker: str, queue: str) -> None:
     # Expect one job completed and the too-wide one retried, then dead-lettered with its error
     assert "1 completed, 1 retried, 1 dead-lettered" in result.stdout
     assert "ValueError: width 8000 is too large" in result.stdout
+
+
+def test_queues_shows_jobs_in_flight_on_redis() -> None:
+    # Given a job claimed (delivered, not yet acknowledged) by another process
+    broker = REDIS_URL
+    make_client("redis")
+    with Orchestrator.from_url(broker) as orchestrator:
+        queue = unique("cli")
+        orchestrator.declare_queue(queue)
+        orchestrator.publish_many(queue, [make_job(1), make_job(2)])
+        try:
+            with orchestrator.claim(queue) as job:
+                assert job is not None
+                # Expect `queues` to show it in flight, and the other one ready
+                row = ready(broker, queue)
+                assert (row["ready"], row["unacked"]) == (1, 1)
+            # and, once acknowledged, nothing in flight
+            assert ready(broker, queue)["unacked"] == 0
+        finally:
+            orchestrator.delete_queue(queue)

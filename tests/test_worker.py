@@ -208,3 +208,19 @@ def test_stop_before_run_returns_without_consuming(orchestrator: Orchestrator, q
     assert worker.run().processed == 0
     assert orchestrator.count_queue_messages(queue_name) == 1
     assert worker.run(until_empty=True).processed == 1  # the stop was used up
+
+
+def test_unacked_counts_where_the_broker_reports_them(orchestrator: Orchestrator, backend: str, queue_name: str) -> None:
+    orchestrator.declare_queue(queue_name)
+    orchestrator.publish(queue_name, make_job(1))
+    with orchestrator.claim(queue_name) as job:
+        assert job is not None
+        counts = orchestrator.unacked_counts()
+        if backend == "redis":
+            assert counts is not None and counts[queue_name] == 1
+        elif backend == "local":  # unacknowledged messages are per consumer
+            assert counts is None
+        else:  # RabbitMQ: None without the management API; with it, its (sampled) statistics
+            assert counts is None or queue_name in counts
+    after = orchestrator.unacked_counts()
+    assert after is None or after.get(queue_name, 0) == 0

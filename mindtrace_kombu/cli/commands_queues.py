@@ -28,6 +28,7 @@ def _count(cli: CliContext, name: str) -> int | None:
 def _rows(cli: CliContext, specs: Sequence[QueueSpec]) -> list[dict[str, Any]]:
     """One row per queue; ``<name>.dlq`` folds into its queue's dead-letter count."""
     dead_letter_queues = {dead_letter_queue_name(spec.name) for spec in specs}
+    unacked = cli.orchestrator.unacked_counts()
     rows = []
     for spec in specs:
         ready = None if spec.name in dead_letter_queues else _count(cli, spec.name)
@@ -41,6 +42,7 @@ def _rows(cli: CliContext, specs: Sequence[QueueSpec]) -> list[dict[str, Any]]:
                 "type": spec.queue_type.value,
                 "max_priority": spec.max_priority,
                 "ready": ready,
+                "unacked": None if unacked is None else unacked.get(spec.name, 0),
                 "dead_letters": _count(cli, dlq) if has_dlq else None,
             }
         )
@@ -59,16 +61,16 @@ def _rows(cli: CliContext, specs: Sequence[QueueSpec]) -> list[dict[str, Any]]:
 @json_option
 @pass_cli
 def queues(cli: CliContext, names: Sequence[str]) -> None:
-    """List queues: type, max priority, ready messages, dead letters.
+    """List queues: type, max priority, ready, unacknowledged (in flight), dead letters.
 
     \b
     Which queues are listed:
       redis, memory   every queue declared through mindtrace-kombu on the broker
       rabbitmq        with the management plugin, every queue; without it (AMQP cannot
                       list queues) the routed queues (default_jobs, ...) and --queue names
-    Dead letters is the ready count of NAME.dlq when it exists. In-flight (unacknowledged)
-    messages are not shown: AMQP reports ready messages only, and Redis keeps one unacked
-    hash for all queues, which cannot be attributed to a queue cheaply.
+    Dead letters is the ready count of NAME.dlq when it exists. Unacked (delivered to a
+    worker, not yet acknowledged) is shown where the broker reports it: Redis, and RabbitMQ
+    with the management plugin (AMQP itself reports ready messages only).
     """
     orchestrator = cli.orchestrator
     for name in names:
@@ -78,7 +80,7 @@ def queues(cli: CliContext, names: Sequence[str]) -> None:
     if output.json_mode:
         output.json({"broker": orchestrator.client.url, "queues": rows})
         return
-    headers = ("queue", "type", "max priority", "ready", "dead letters")
+    headers = ("queue", "type", "max priority", "ready", "unacked", "dead letters")
     output.table(
         headers, [tuple(row.values()) for row in rows], title=f"Queues on {orchestrator.client.url}"
     )

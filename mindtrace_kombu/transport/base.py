@@ -67,6 +67,14 @@ class ExactOrderChannelMixin:
         """Return the stored spec of ``queue``, or None when it was never declared."""
         raise NotImplementedError
 
+    def queue_specs(self) -> list[QueueSpec]:
+        """Every queue declared on this broker through this package's transports."""
+        raise NotImplementedError
+
+    def unacked_counts(self) -> dict[str, int] | None:
+        """Delivered, unacknowledged messages per queue, or None when the broker cannot tell."""
+        return None
+
     def _next_delivery_tag(self) -> str:
         """A delivery tag unique across processes: a random per-process prefix, the process id
         (a forked child differs) and a counter. Kombu draws a uuid4 per message instead."""

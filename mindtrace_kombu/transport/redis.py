@@ -335,6 +335,15 @@ class Channel(ExactOrderChannelMixin, kombu_redis.Channel):  # type: ignore[misc
     def queue_specs(self) -> list[QueueSpec]:
         return [_decode_spec(name.decode(), raw) for name, raw in self.client.hgetall(SPECS_KEY).items()]
 
+    def unacked_counts(self) -> dict[str, int]:
+        """Unacknowledged messages per queue, from this package's unacked records (one HVALS:
+        O(unacknowledged messages), for operators rather than hot paths)."""
+        counts: dict[str, int] = {}
+        for record in self.client.hvals(self.unacked_key):
+            queue = loads(record)[2]  # [message, exchange, routing key]
+            counts[queue] = counts.get(queue, 0) + 1
+        return counts
+
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
         priority = message["properties"].get("priority") or 0
         batch = kwargs.pop("_publish_batch", None)
