@@ -41,6 +41,7 @@ __all__ = [
 ]
 
 DEFAULT_CONNECT_TIMEOUT = 5.0
+_BACKEND_NAMES = {BackendType.LOCAL: "the local backend", BackendType.REDIS: "Redis", BackendType.RABBITMQ: "RabbitMQ"}
 _NO_ROUTE = 312  # basic.return for a mandatory publish to a queue that does not exist
 
 
@@ -50,6 +51,8 @@ class Client:
     backend: ClassVar[BackendType]
     #: Queue types the backend provides; others raise :class:`UnsupportedQueueType`.
     supported_types: ClassVar[frozenset[QueueType]] = frozenset(QueueType)
+    #: What to do instead, in the :class:`UnsupportedQueueType` message.
+    unsupported_hint: ClassVar[str] = "use queue_type='fifo', or 'priority' to take urgent jobs first"
 
     def __init__(self, url: str, *, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> None:
         self._url = url
@@ -70,10 +73,7 @@ class Client:
     def check_supported(self, spec: QueueSpec) -> None:
         """Raise :class:`UnsupportedQueueType` if this backend cannot provide ``spec``."""
         if spec.queue_type not in self.supported_types:
-            raise UnsupportedQueueType(
-                spec.name, spec.queue_type.value, self.backend.value,
-                "use queue_type='fifo', or 'priority' to take urgent jobs first",
-            )
+            raise UnsupportedQueueType(spec.name, spec.queue_type.value, _BACKEND_NAMES[self.backend], self.unsupported_hint)
 
     def lookup_spec(self, connection: kombu.Connection, channel: Any, name: str) -> QueueSpec | None:
         """The spec of an existing queue, or None; this package's transports store it."""
@@ -158,6 +158,10 @@ class RabbitMQClient(Client):
 
     backend = BackendType.RABBITMQ
     supported_types = frozenset({QueueType.FIFO, QueueType.PRIORITY})
+    unsupported_hint = (
+        "RabbitMQ has no LIFO queues: use queue_type='fifo', or 'priority' with rising priorities, "
+        "or the Redis or local backend for a stack"
+    )
 
     def __init__(
         self,
@@ -187,14 +191,6 @@ class RabbitMQClient(Client):
             connect_timeout=self.connect_timeout,
             transport_options={"confirm_publish": True, **self.transport_options},
         )
-
-    def check_supported(self, spec: QueueSpec) -> None:
-        if spec.queue_type is QueueType.STACK:
-            raise UnsupportedQueueType(
-                spec.name, "stack", "RabbitMQ",
-                "RabbitMQ has no LIFO queues: use queue_type='fifo', or 'priority' with "
-                "rising priorities, or the Redis or local backend for a stack",
-            )
 
     def lookup_spec(self, connection: kombu.Connection, channel: Any, name: str) -> QueueSpec | None:
         """Find an existing queue's spec by equivalence-checking declares.
