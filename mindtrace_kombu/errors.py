@@ -5,6 +5,7 @@ caller would naturally catch::
     ├── QueueNotFound           (KeyError)         the queue was never declared, or was deleted
     ├── QueueTypeMismatch       (ValueError)       re-declared with another type or max_priority
     │                                              (``QueueAlreadyExists`` is the same class)
+    ├── QueueNotEmpty           (ValueError)       delete(if_empty=True) on a queue holding messages
     ├── UnsupportedQueueType    (ValueError)       the backend cannot provide this queue type
     ├── InvalidPriority         (ValueError)       priority out of range, not an int, or on a non-priority queue
     ├── InvalidQueueName        (ValueError)       empty, too long, control characters, ``amq.`` prefix
@@ -23,6 +24,7 @@ __all__ = [
     "JobDecodeError",
     "JobsError",
     "QueueAlreadyExists",
+    "QueueNotEmpty",
     "QueueNotFound",
     "QueueTypeMismatch",
     "UnsupportedQueueType",
@@ -63,6 +65,17 @@ class QueueTypeMismatch(JobsError, ValueError):
 #: Alias of :class:`QueueTypeMismatch` for callers that catch it by this name. The same class,
 #: not a subclass: ``except QueueAlreadyExists`` must catch the mismatch that is raised.
 QueueAlreadyExists = QueueTypeMismatch
+
+
+class QueueNotEmpty(JobsError, ValueError):
+    """``delete_queue(..., if_empty=True)`` on a queue that holds messages; it was kept."""
+
+    def __init__(self, queue_name: str) -> None:
+        self.queue_name = queue_name
+        super().__init__(
+            f"queue {queue_name!r} is not empty, so it was kept: purge it first, or delete it "
+            f"without if_empty to drop its messages"
+        )
 
 
 class UnsupportedQueueType(JobsError, ValueError):

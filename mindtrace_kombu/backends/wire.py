@@ -1,0 +1,99 @@
+"""Kombu's wire format, shared by every backend and by the Kombu transports.
+
+A message is encoded once (:func:`encode`, through Kombu's serializer registry) into a
+:class:`~.base.WireMessage`. The virtual transports (memory, Redis) store it in the layout of
+Kombu's virtual ``Channel`` -- ``{"body", "content-type", "content-encoding", "headers",
+"properties"}`` with the body base64-encoded on Redis -- so a message put by this package is the
+message a Kombu or Celery consumer of the same transport expects, and the other way round.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any, Mapping
+
+from kombu.serialization import dumps as kombu_dumps
+
+from .base import UNPARSEABLE_CONTENT_TYPE, WireMessage
+
+__all__ = ["decode_payload", "encode", "encode_payload", "payload_priority"]
+
+#: Producer options that travel as message properties (as ``Producer.publish`` sends them).
+_PROPERTY_OPTIONS = ("correlation_id", "reply_to", "expiration", "message_id", "timestamp", "type", "user_id", "app_id")
+
+
+def encode(body: Any, options: Mapping[str, Any], serializer: str) -> WireMessage:
+    """Encode ``body`` as ``Producer.publish(body, **options)`` would: with ``options``'
+    ``serializer`` (default ``serializer``), or as is when ``content_type`` is given."""
+    content_type = options.get("content_type")
+    if content_type is not None and isinstance(body, (bytes, str)):
+        encoding = options.get("content_encoding") or ("utf-8" if isinstance(body, str) else "binary")
+        data = body.encode(encoding) if isinstance(body, str) else body
+    else:
+        content_type, encoding, text = kombu_dumps(body, serializer=options.get("serializer", serializer))
+        data = text.encode(encoding) if isinstance(text, str) else text
+    properties = {key: options[key] for key in _PROPERTY_OPTIONS if options.get(key) is not None}
+    return WireMessage(data, content_type, encoding, dict(options.get("headers") or {}), properties)
+
+
+def encode_payload(
+    message: WireMessage, exchange: str, routing_key: str, priority: int | None, delivery_tag: str,
+    *, base64_body: bool = True,
+) -> dict[str, Any]:
+    """The virtual-transport payload of ``message`` (Kombu's ``prepare_message`` +
+    ``basic_publish``), persistent (``delivery_mode`` 2)."""
+    body: Any = message.body
+    if base64_body:
+        body = base64.b64encode(message.body).decode("ascii")
+    elif message.content_encoding != "binary":
+        body = message.body.decode(message.content_encoding)
+    properties = {
+        **message.properties,
+        "delivery_mode": 2,
+        "delivery_info": {"exchange": exchange, "routing_key": routing_key},
+        "priority": priority or 0,
+        "delivery_tag": delivery_tag,
+    }
+    if base64_body:
+        properties["body_encoding"] = "base64"
+    return {
+        "body": body,
+        "content-encoding": message.content_encoding,
+        "content-type": message.content_type,
+        "headers": dict(message.headers),
+        "properties": properties,
+    }
+
+
+def payload_priority(payload: Mapping[str, Any]) -> int:
+    """The priority a virtual-transport payload was published with (0 when none)."""
+    try:
+        return int(payload["properties"].get("priority") or 0)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return 0
+
+
+def decode_payload(raw: bytes | str | Mapping[str, Any]) -> WireMessage:
+    """The message in a stored virtual-transport payload. Data that is not one (raw bytes
+    pushed by hand, a broken body encoding) becomes an unparseable message holding the
+    original bytes, which no consumer accepts: it is dead-lettered, never dropped."""
+    original = raw if isinstance(raw, bytes) else json.dumps(raw).encode() if isinstance(raw, Mapping) else raw.encode()
+    try:
+        payload = json.loads(raw) if isinstance(raw, (bytes, str)) else raw
+        properties = payload["properties"]
+        body = payload["body"]
+        if properties.get("body_encoding") == "base64":
+            data = base64.b64decode(body, validate=True)
+        elif isinstance(body, bytes):
+            data = body
+        else:
+            data = str(body).encode(payload.get("content-encoding") or "utf-8")
+        extra = {key: properties[key] for key in _PROPERTY_OPTIONS if properties.get(key) is not None}
+        return WireMessage(
+            data, payload.get("content-type") or "application/data",
+            payload.get("content-encoding") or "binary", dict(payload.get("headers") or {}), extra,
+        )
+    except (ValueError, TypeError, KeyError, AttributeError, binascii.Error, LookupError):
+        return WireMessage(original, UNPARSEABLE_CONTENT_TYPE, "binary")
