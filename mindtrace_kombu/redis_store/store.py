@@ -1,0 +1,201 @@
+"""The Redis store: queues with exact fifo, stack and priority order, and leases; no Kombu.
+
+Payloads are opaque bytes to the store (the backends store Kombu's virtual-transport JSON).
+Key layout: :mod:`.keys`; scripts: ``lua/`` (each lists its KEYS and ARGV). Round trips:
+
+============================  ===============================================================
+operation                     round trips
+============================  ===============================================================
+declare                       1 (script and registry update, pipelined)
+put (n messages)              1 per 1,000 messages
+take / get / settle           1 (acks, requeues, expired leases and the take in one script)
+count, purge, release         1
+delete                        1 (script and registry update, pipelined)
+wait                          1 BRPOP on the queues' wake-up lists (blocks up to ``timeout``)
+heartbeat                     1 per queue the lease holds messages in
+============================  ===============================================================
+
+Server-side cost is O(log n) per message for put and take; purge and delete are O(n).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+from redis.exceptions import NoScriptError, ResponseError
+
+from ..errors import QueueNotEmpty, QueueNotFound
+from ..queues import QueueSpec, QueueType
+from .keys import Namespace
+from .scripts import load
+
+__all__ = ["DEFAULT_LEASE_TIMEOUT", "RedisStore", "Stored", "new_lease_id"]
+
+#: Seconds a consumer's messages stay in flight without a heartbeat before they return.
+DEFAULT_LEASE_TIMEOUT = 30.0
+_PUT_CHUNK = 1000
+_FLAG, _BAND = 2**44, 2**45
+
+_DECLARE = load("declare", with_lib=False)
+_PUT = load("put")
+_TAKE = load("take")
+_RELEASE = load("release")
+_COUNT = load("count")
+_PURGE = load("purge")
+_DELETE = load("delete")
+
+
+def new_lease_id() -> str:
+    """A fresh lease id (hex: no ``|``, which separates the fields of in-flight members)."""
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A message taken from a queue: its in-flight member and its payload."""
+
+    queue: str
+    member: str
+    payload: bytes
+
+    @property
+    def redelivered(self) -> bool:
+        """It was in flight before and came back (requeued, released, or its lease expired)."""
+        lease_len = self.member.index("|")
+        score = int(self.member[lease_len + 1:lease_len + 17])
+        return score % _BAND < _FLAG
+
+
+class RedisStore:
+    """Queues in one Redis namespace; thread-safe (redis-py's client pools connections).
+
+    Args:
+        client: a ``redis.Redis`` client (its pool is shared by every thread).
+        namespace: where the keys live (Kombu's ``global_keyprefix`` and this package's prefix).
+        lease_timeout: seconds before the messages of a lease that was not renewed return.
+    """
+
+    def __init__(
+        self, client: Any, namespace: Namespace = Namespace(), *, lease_timeout: float = DEFAULT_LEASE_TIMEOUT
+    ) -> None:
+        if lease_timeout <= 0:
+            raise ValueError("lease_timeout must be a positive number of seconds")
+        self.client = client
+        self.namespace = namespace
+        self.lease_timeout = lease_timeout
+        self._lease_ms = max(1, int(lease_timeout * 1000))
+
+    def _run(self, script: Any, queue: str, args: Sequence[Any]) -> Any:
+        try:
+            return script(self.client, self.namespace.queue(queue).all(), args)
+        except ResponseError as exc:
+            message = str(exc)
+            if message.startswith("NOT_FOUND"):
+                raise QueueNotFound(queue) from None
+            if message.startswith("NOT_EMPTY"):
+                raise QueueNotEmpty(queue) from None
+            raise
+
+    # -- queues ----------------------------------------------------------------------------------
+
+    def declare(self, spec: QueueSpec) -> QueueSpec:
+        """Create the queue unless it exists; returns the spec stored (the first declarer's)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.evalsha(_DECLARE.sha, 1, self.namespace.queue(spec.name).meta, spec.queue_type.value, spec.max_priority or "")
+        pipe.sadd(self.namespace.registry, spec.name)
+        try:
+            stored, _ = pipe.execute()
+        except NoScriptError:
+            self.client.script_load(_DECLARE.source)
+            return self.declare(spec)
+        return _spec(spec.name, stored)
+
+    def spec(self, queue: str) -> QueueSpec | None:
+        """The spec of ``queue``, or None when it was never declared."""
+        return _spec(queue, self.client.hmget(self.namespace.queue(queue).meta, "type", "max"))
+
+    def specs(self) -> list[QueueSpec]:
+        """Every declared queue (names whose queue has gone, e.g. expired, are left out)."""
+        names = sorted(name.decode() if isinstance(name, bytes) else name for name in self.client.smembers(self.namespace.registry))
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.hmget(self.namespace.queue(name).meta, "type", "max")
+        found = (_spec(name, raw) for name, raw in zip(names, pipe.execute()))
+        return [spec for spec in found if spec is not None]
+
+    def count(self, queue: str) -> int:
+        """Ready messages (messages of expired leases are ready again)."""
+        return int(self._run(_COUNT, queue, ()))
+
+    def purge(self, queue: str) -> int:
+        """Drop the ready messages; in-flight ones stay. Returns how many were dropped."""
+        return int(self._run(_PURGE, queue, ()))
+
+    def delete(self, queue: str, *, if_empty: bool = False) -> None:
+        """Delete the queue and its messages (with ``if_empty``: only if it holds none)."""
+        self._run(_DELETE, queue, ("1" if if_empty else "0",))
+        self.client.srem(self.namespace.registry, queue)
+
+    def expire(self, queue: str, milliseconds: int) -> None:
+        """Let every key of ``queue`` expire after ``milliseconds`` unless renewed (Kombu's
+        ``x-expires``); the registry forgets the name when it is listed after that."""
+        pipe = self.client.pipeline(transaction=False)
+        for key in self.namespace.queue(queue).all():
+            pipe.pexpire(key, milliseconds)
+        pipe.execute()
+
+    # -- messages --------------------------------------------------------------------------------
+
+    def put(self, queue: str, items: Sequence[tuple[bytes | str, int]]) -> int:
+        """Put ``(payload, priority)`` items in order; priorities above the queue's maximum
+        are capped at it, and ignored on fifo and stack queues. Returns how many."""
+        for start in range(0, len(items), _PUT_CHUNK):
+            args = [part for payload, priority in items[start:start + _PUT_CHUNK] for part in (payload, priority)]
+            self._run(_PUT, queue, args)
+        return len(items)
+
+    def take(
+        self, queue: str, lease: str, count: int, *, acks: Sequence[str] = (), requeues: Sequence[str] = ()
+    ) -> list[Stored]:
+        """Settle ``acks`` and ``requeues`` (members of ``lease``), release expired leases, then
+        take up to ``count`` messages in flight under ``lease`` -- or for good when ``lease``
+        is ``""`` -- and renew the lease. One round trip."""
+        args = [lease, self._lease_ms, count, len(acks), len(requeues), *acks, *requeues]
+        found = self._run(_TAKE, queue, args)
+        return [Stored(queue, member.decode(), payload) for member, payload in zip(found[::2], found[1::2])]
+
+    def get(self, queue: str) -> Stored | None:
+        """Take the next ready message for good (at most once)."""
+        found = self.take(queue, "", 1)
+        return found[0] if found else None
+
+    def release(self, queue: str, lease: str) -> int:
+        """Everything ``lease`` holds in ``queue`` goes back, first in line, in original order."""
+        return int(self._run(_RELEASE, queue, (lease,)))
+
+    def wait(self, queues: Iterable[str], timeout: float) -> str | None:
+        """Block until one of ``queues`` has a ready message or ``timeout`` passes; returns that
+        queue (one wake-up token consumed) or None. Take from it with :meth:`take`."""
+        keys = [self.namespace.queue(queue).wake for queue in queues]
+        reply = self.client.brpop(keys, timeout=max(timeout, 0.001))
+        if reply is None:
+            return None
+        key = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
+        return self.namespace.queue_of_wake_key(key)
+
+    def inflight_counts(self) -> dict[str, int]:
+        """Messages in flight per declared queue. O(queues)."""
+        names = [spec.name for spec in self.specs()]
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.zcard(self.namespace.queue(name).inflight)
+        return dict(zip(names, (int(n) for n in pipe.execute())))
+
+
+def _spec(queue: str, raw: Sequence[Any]) -> QueueSpec | None:
+    kind, max_priority = (value.decode() if isinstance(value, bytes) else value for value in raw)
+    if kind is None:
+        return None
+    return QueueSpec(queue, QueueType(kind), int(max_priority) if max_priority else None)
