@@ -31,7 +31,7 @@ from .clients import Client, LocalClient, RabbitMQClient, RedisClient
 from .config import exact_order_transport
 from .errors import JobsError
 from .models import ExecutionStatus, Job
-from .orchestrator import OutgoingMessage, job_message
+from .core import OutgoingMessage, job_message
 from .queues import QueueSpec, validate_queue_name
 from .serialization import ACCEPT, CONTENT_TYPE, SERIALIZER
 from .transport import memory as memory_transport
@@ -325,10 +325,11 @@ def celery_client(app: Any) -> CeleryClient:
     transport, uri, vhost = probe.get_transport_cls(), probe.as_uri(), probe.virtual_host
     probe.release()
     timeout = {"connect_timeout": float(app.conf.broker_connection_timeout)}
+    options = {"transport_options": dict(app.conf.broker_transport_options or {})}
     if issubclass(transport, redis_transport.Transport):
-        return CeleryRedisClient(app, None, url=uri, **timeout)
+        return CeleryRedisClient(app, None, url=uri, **options, **timeout)
     if issubclass(transport, kombu_redis.Transport):
-        return CeleryRedisClient(app, exact_order_transport(uri), url=uri, **timeout)
+        return CeleryRedisClient(app, exact_order_transport(uri), url=uri, **options, **timeout)
     if issubclass(transport, kombu_pyamqp.Transport):
         return CeleryRabbitMQClient(app, None, url=uri, **timeout)
     if issubclass(transport, memory_transport.Transport):

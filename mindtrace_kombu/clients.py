@@ -1,30 +1,31 @@
-"""Clients: configuration objects that produce a ``kombu.Connection`` for one backend.
+"""Clients: configuration objects for one broker.
 
-``LocalClient`` -> this package's memory transport, ``RedisClient`` -> this package's Redis
-transport (an ordinary ``redis://`` URL underneath), ``RabbitMQClient`` -> Kombu's py-amqp
-transport with publisher confirms (awaited per batch, ``transport/amqp.py``). :func:`translate_errors` is the one place where broker exceptions become
-this package's errors. Reprs and errors never show a password.
+Each client opens the broker's :class:`~.backends.base.Backend` (the seam the Orchestrator,
+Worker, dead letters and Celery bridge use) and, for Kombu-facing code, a ``kombu.Connection``
+on the matching transport: ``LocalClient`` -> the in-process store and the
+``mindtrace-memory`` transport; ``RedisClient`` -> the Redis store and the ``mindtrace-redis``
+transport; ``RabbitMQClient`` -> py-amqp with publisher confirms. Reprs and errors never show a
+password.
 """
 
 from __future__ import annotations
 
-import base64
-import json
-import socket
-import urllib.request
-from contextlib import contextmanager
-from typing import Any, Callable, ClassVar, Iterable, Iterator
-from urllib.parse import quote, urlsplit
+from typing import Any, ClassVar
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-import amqp.exceptions
 import kombu
-import kombu.exceptions
-import redis.exceptions
+import redis
 from kombu.utils.url import maybe_sanitize_url
+from redis.sentinel import Sentinel
 
-from .errors import BrokerUnavailable, QueueNotFound, QueueTypeMismatch, UnsupportedQueueType
+from .backends.amqp import AmqpBackend
+from .backends.base import Backend
+from .backends.memory import MemoryBackend
+from .backends.redis import MAX_WAIT, RedisBackend
+from .errors import UnsupportedQueueType
 from .models import BackendType
-from .queues import DEFAULT_MAX_PRIORITY, MAX_PRIORITY_LIMIT, QueueSpec, QueueType
+from .queues import QueueSpec, QueueType
+from .redis_store import DEFAULT_LEASE_TIMEOUT, DEFAULT_PREFIX, Namespace, RedisStore
 from .transport import amqp as amqp_transport
 from .transport import memory as memory_transport
 from .transport import redis as redis_transport
@@ -37,12 +38,12 @@ __all__ = [
     "RedisClient",
     "RedisSentinelClient",
     "client_from_url",
-    "translate_errors",
 ]
 
 DEFAULT_CONNECT_TIMEOUT = 5.0
 _BACKEND_NAMES = {BackendType.LOCAL: "the local backend", BackendType.REDIS: "Redis", BackendType.RABBITMQ: "RabbitMQ"}
-_NO_ROUTE = 312  # basic.return for a mandatory publish to a queue that does not exist
+#: Options of this package's Redis store, read from transport options and the URL query string.
+_STORE_OPTIONS = ("lease_timeout", "global_keyprefix", "prefix")
 
 
 class Client:
@@ -67,28 +68,17 @@ class Client:
         return f"{type(self).__name__}({self.url!r})"
 
     def connection(self) -> kombu.Connection:
-        """A new, not yet connected Kombu connection to this broker."""
+        """A new, not yet connected Kombu connection to this broker (for Kombu-facing code)."""
+        raise NotImplementedError
+
+    def open_backend(self) -> Backend:
+        """Open this broker's backend (the seam every operation of the package goes through)."""
         raise NotImplementedError
 
     def check_supported(self, spec: QueueSpec) -> None:
         """Raise :class:`UnsupportedQueueType` if this backend cannot provide ``spec``."""
         if spec.queue_type not in self.supported_types:
             raise UnsupportedQueueType(spec.name, spec.queue_type.value, _BACKEND_NAMES[self.backend], self.unsupported_hint)
-
-    def lookup_spec(self, connection: kombu.Connection, channel: Any, name: str) -> QueueSpec | None:
-        """The spec of an existing queue, or None; this package's transports store it."""
-        spec: QueueSpec | None = channel.queue_spec(name)
-        return spec
-
-    def list_specs(self, connection: kombu.Connection, channel: Any, candidates: Iterable[str]) -> list[QueueSpec]:
-        """Every queue the broker knows; ``candidates`` are names to probe where it cannot list."""
-        specs: list[QueueSpec] = channel.queue_specs()
-        return specs
-
-    def unacked_counts(self, connection: kombu.Connection, channel: Any) -> dict[str, int] | None:
-        """Delivered, not yet acknowledged messages per queue, where the broker reports them."""
-        counts: dict[str, int] | None = channel.unacked_counts()
-        return counts
 
 
 class LocalClient(Client):
@@ -105,6 +95,9 @@ class LocalClient(Client):
             transport=memory_transport.Transport, virtual_host=self.broker_id,
             connect_timeout=self.connect_timeout,
         )
+
+    def open_backend(self) -> Backend:
+        return MemoryBackend(self.broker_id)
 
 
 class RedisClient(Client):
@@ -130,20 +123,41 @@ class RedisClient(Client):
         if url is None:
             auth = f"{quote(username or '', safe='')}:{quote(password, safe='')}@" if password else ""
             url = f"{'rediss' if ssl else 'redis'}://{auth}{host}:{port}/{db}"
+        url, from_query = _split_store_options(url)
         super().__init__(url, **kwargs)
-        self.transport_options = transport_options or {}
+        self.transport_options = {**from_query, **(transport_options or {})}
+
+    @property
+    def namespace(self) -> Namespace:
+        """Where this client's keys live: Kombu's ``global_keyprefix`` and the ``prefix``
+        transport option (default ``mindtrace``)."""
+        options = self.transport_options
+        return Namespace(str(options.get("global_keyprefix", "")), str(options.get("prefix", DEFAULT_PREFIX)))
+
+    @property
+    def lease_timeout(self) -> float:
+        """Seconds before a dead consumer's messages return (transport option ``lease_timeout``)."""
+        return float(self.transport_options.get("lease_timeout", DEFAULT_LEASE_TIMEOUT))
+
+    def _socket_options(self) -> dict[str, float]:
+        # the socket timeout bounds the AUTH/HELLO handshake of a silent server, and must outlast
+        # a consumer's longest BRPOP
+        return {"socket_connect_timeout": self.connect_timeout, "socket_timeout": self.connect_timeout + MAX_WAIT}
 
     def connection(self) -> kombu.Connection:
-        options = {
-            "socket_connect_timeout": self.connect_timeout,
-            "socket_timeout": self.connect_timeout,  # bounds the AUTH/HELLO handshake of a silent server too
-            **self.transport_options,
-        }
         return kombu.Connection(
             self._url, transport=self.transport_class,
             ssl=self._url.startswith("rediss"), connect_timeout=self.connect_timeout,
-            transport_options=options,
+            transport_options={**self._socket_options(), **self.transport_options},
         )
+
+    def redis_client(self) -> Any:
+        """A redis-py client (with its own connection pool) for this broker."""
+        return redis.Redis.from_url(self._url.replace("redis+socket://", "unix://", 1), **self._socket_options())
+
+    def open_backend(self) -> Backend:
+        store = RedisStore(self.redis_client(), self.namespace, lease_timeout=self.lease_timeout)
+        return RedisBackend(store, url=self.url)
 
 
 class RedisSentinelClient(RedisClient):
@@ -151,6 +165,17 @@ class RedisSentinelClient(RedisClient):
     master's name in ``transport_options={"master_name": ...}``, as for Kombu."""
 
     transport_class = sentinel_transport.Transport
+
+    def redis_client(self) -> Any:
+        """A client of the master the sentinels elect (re-resolved when it fails over)."""
+        nodes = [urlsplit(part) for part in self._url.split(";")]
+        sentinel = Sentinel(
+            [(node.hostname or "localhost", node.port or 26379) for node in nodes],
+            sentinel_kwargs={"password": nodes[0].password} if nodes[0].password else None,
+            **self._socket_options(),
+        )
+        db = int((nodes[-1].path or "/0").strip("/") or 0)
+        return sentinel.master_for(str(self.transport_options.get("master_name", "mymaster")), db=db)
 
 
 class RabbitMQClient(Client):
@@ -192,68 +217,10 @@ class RabbitMQClient(Client):
             transport_options={"confirm_publish": True, **self.transport_options},
         )
 
-    def lookup_spec(self, connection: kombu.Connection, channel: Any, name: str) -> QueueSpec | None:
-        """Find an existing queue's spec by equivalence-checking declares.
-
-        AMQP does not report a queue's arguments, but RabbitMQ refuses (406) a declare whose
-        ``x-max-priority`` differs from the queue's. Each refusal closes the channel, so each
-        probe gets a fresh one; the default 10 and 255 are tried first. A queue declared by
-        someone else with other flags matches nothing and is treated as fifo.
-        """
-        probe = connection.channel()
-        try:
-            try:
-                probe.queue_declare(name, passive=True)
-            except amqp.exceptions.NotFound:
-                return None
-            for spec in _rabbitmq_candidates(name):
-                try:
-                    probe.queue_declare(name, durable=True, auto_delete=False, arguments=spec.arguments())
-                    return spec
-                except amqp.exceptions.PreconditionFailed:
-                    probe = connection.channel()
-            return QueueSpec(name)
-        finally:
-            probe.close()
-
-
-    def list_specs(self, connection: kombu.Connection, channel: Any, candidates: Iterable[str]) -> list[QueueSpec]:
-        """Queues from the management API when the plugin answers; else the candidates that exist.
-
-        AMQP has no command that lists queues.
-        """
-        try:
-            queues = self._management_queues(connection)
-        except (OSError, ValueError):
-            found = (self.lookup_spec(connection, channel, name) for name in candidates)
-            return [spec for spec in found if spec is not None]
-        return [QueueSpec.from_arguments(queue["name"], queue.get("arguments")) for queue in queues]
-
-    def unacked_counts(self, connection: kombu.Connection, channel: Any) -> dict[str, int] | None:
-        """From the management API when the plugin answers; AMQP itself does not report them."""
-        try:
-            queues = self._management_queues(connection)
-        except (OSError, ValueError):
-            return None
-        return {queue["name"]: int(queue.get("messages_unacknowledged", 0)) for queue in queues}
-
-    def _management_queues(self, connection: kombu.Connection) -> list[dict[str, Any]]:
-        """The vhost's queues from the management HTTP API (``management_port``)."""
-        vhost = quote(connection.virtual_host or "/", safe="")
-        request = urllib.request.Request(f"http://{connection.hostname}:{self.management_port}/api/queues/{vhost}")
-        token = base64.b64encode(f"{connection.userid}:{connection.password}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
-        with urllib.request.urlopen(request, timeout=self.connect_timeout) as response:  # noqa: S310 - http only
-            queues: list[dict[str, Any]] = json.load(response)
-        return queues
-
-
-def _rabbitmq_candidates(name: str) -> Iterator[QueueSpec]:
-    """Specs to probe, most likely first: fifo, then max_priority 10, 255, 1..254."""
-    yield QueueSpec(name)
-    rest = (n for n in range(1, MAX_PRIORITY_LIMIT) if n != DEFAULT_MAX_PRIORITY)
-    for n in (DEFAULT_MAX_PRIORITY, MAX_PRIORITY_LIMIT, *rest):
-        yield QueueSpec(name, QueueType.PRIORITY, n)
+    def open_backend(self) -> Backend:
+        return AmqpBackend(
+            self.connection, url=self.url, management_port=self.management_port, connect_timeout=self.connect_timeout
+        )
 
 
 def client_from_url(url: str, **kwargs: Any) -> Client:
@@ -275,38 +242,11 @@ def client_from_url(url: str, **kwargs: Any) -> Client:
     )
 
 
-_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    kombu.exceptions.OperationalError,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    amqp.exceptions.ConnectionError,
-    socket.timeout,
-    OSError,
-)
-
-
-@contextmanager
-def translate_errors(
-    client: Client, queue: str, on_channel_error: Callable[[], None] = lambda: None
-) -> Iterator[None]:
-    """Map broker exceptions to this package's errors, the most specific first.
-
-    ``on_channel_error`` runs when the broker closed the channel (a 404 or 406 on RabbitMQ), so
-    the caller can open a fresh one.
-    """
-    try:
-        yield
-    except amqp.exceptions.NotFound as exc:
-        on_channel_error()
-        raise QueueNotFound(queue) from exc
-    except amqp.exceptions.PreconditionFailed as exc:
-        on_channel_error()
-        raise QueueTypeMismatch(queue, "another type", f"what was requested ({exc.reply_text})") from exc
-    except amqp.exceptions.ChannelError as exc:
-        if exc.reply_code == _NO_ROUTE:
-            raise QueueNotFound(queue) from exc
-        on_channel_error()
-        raise
-    except _CONNECTION_ERRORS as exc:
-        on_channel_error()
-        raise BrokerUnavailable(client.url, f"{type(exc).__name__}: {exc}") from exc
+def _split_store_options(url: str) -> tuple[str, dict[str, Any]]:
+    """Take the store's options (``?lease_timeout=5&global_keyprefix=a:``) out of a Redis URL;
+    redis-py would refuse them."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    options: dict[str, Any] = {key: value for key, value in query if key in _STORE_OPTIONS}
+    rest = urlencode([(key, value) for key, value in query if key not in _STORE_OPTIONS])
+    return urlunsplit(parts._replace(query=rest)), options

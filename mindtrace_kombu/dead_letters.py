@@ -1,8 +1,8 @@
 """Reading and requeueing dead letters: the messages in ``<queue>.dlq``.
 
-Both work on a channel of their own. Messages are taken unacknowledged; whatever is not
-acknowledged goes back when that channel closes, in its original order (RabbitMQ requeues in
-place; the virtual transports restore to the front in reverse), so listing changes nothing.
+Both take the messages through a consumer of their own (on Redis under its own lease). What is
+not acknowledged goes back when the consumer closes -- first in line, in its original order --
+so listing changes nothing.
 """
 
 from __future__ import annotations
@@ -10,23 +10,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from kombu.message import Message
-from kombu.serialization import prepare_accept_content
-
-from .clients import translate_errors
+from .backends.base import Delivery
+from .core import QueueOperations
 from .errors import QueueNotFound
 from .models import ExecutionStatus, Job
 from .queues import dead_letter_queue_name
 from .serialization import ACCEPT
 
-if TYPE_CHECKING:
-    from .orchestrator import Orchestrator
-
 __all__ = ["DeadLetter", "list_dead_letters", "requeue_dead_letters"]
 
-_ACCEPT = prepare_accept_content(ACCEPT)
+#: Longest wait for a message the count said is there (another consumer may have taken it).
+_FETCH_TIMEOUT = 2.0
 
 
 @dataclass(frozen=True)
@@ -42,16 +38,15 @@ class DeadLetter:
     headers: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_message(cls, queue: str, message: Message) -> DeadLetter:
-        headers = dict(message.headers or {})
-        body = message.body if isinstance(message.body, bytes) else str(message.body).encode()
+    def from_delivery(cls, queue: str, delivery: Delivery) -> DeadLetter:
+        headers = dict(delivery.headers or {})
         try:
-            decoded = message.decode()
+            decoded = delivery.decode(ACCEPT)
         except Exception:  # noqa: BLE001 - not a job: the raw bytes are what there is
             decoded = None
         job = decoded if isinstance(decoded, Job) else None
         return cls(
-            body=body,
+            body=delivery.message.body,
             reason=str(headers.get("x-death-reason", "")),
             queue=str(headers.get("x-original-queue", queue)),
             job=job,
@@ -62,48 +57,55 @@ class DeadLetter:
 
 
 @contextmanager
-def _unacked_messages(orchestrator: Orchestrator, queue: str, limit: int | None) -> Iterator[list[Message]]:
-    """Up to ``limit`` messages of ``queue``'s dead-letter queue, unacknowledged on a channel
-    that closes (returning the unacknowledged ones) when the block ends."""
+def _taken(orchestrator: QueueOperations, queue: str, limit: int | None) -> Iterator[list[Delivery]]:
+    """Up to ``limit`` messages of ``queue``'s dead-letter queue, in flight on a consumer that
+    closes (returning the unacknowledged ones) when the block ends; none if it does not exist."""
     dlq = dead_letter_queue_name(queue)
-    connection = orchestrator.client.connection()
     try:
-        with translate_errors(orchestrator.client, dlq):
-            channel = connection.channel()
-            messages: list[Message] = []
-            while limit is None or len(messages) < limit:
-                raw = channel.basic_get(dlq, no_ack=False)
-                if raw is None:
-                    break
-                message = channel.message_to_python(raw)
-                message.accept = _ACCEPT
-                messages.append(message)
-            yield messages
+        wanted = orchestrator.count_queue_messages(dlq)
     except QueueNotFound:
+        wanted = 0
+    if limit is not None:
+        wanted = min(wanted, limit)
+    if wanted == 0:
         yield []
+        return
+    consumer = orchestrator.backend.consumer([dlq], wanted)
+    try:
+        deliveries: list[Delivery] = []
+        while len(deliveries) < wanted:
+            found = consumer.fetch(wanted - len(deliveries), _FETCH_TIMEOUT)
+            if not found:
+                break  # another consumer took the rest
+            deliveries += found
+        yield deliveries
     finally:
-        connection.release()
+        consumer.close()
 
 
-def list_dead_letters(orchestrator: Orchestrator, queue: str, limit: int | None = None) -> list[DeadLetter]:
+def list_dead_letters(orchestrator: QueueOperations, queue: str, limit: int | None = None) -> list[DeadLetter]:
     """The dead letters of ``queue``, oldest first; they stay where they are."""
-    with _unacked_messages(orchestrator, queue, limit) as messages:
-        return [DeadLetter.from_message(queue, message) for message in messages]
+    with _taken(orchestrator, queue, limit) as deliveries:
+        return [DeadLetter.from_delivery(queue, delivery) for delivery in deliveries]
 
 
-def requeue_dead_letters(orchestrator: Orchestrator, queue: str, limit: int | None = None) -> int:
+def requeue_dead_letters(orchestrator: QueueOperations, queue: str, limit: int | None = None) -> int:
     """Publish each dead-lettered job back to its original queue with a fresh attempt count,
-    then acknowledge it in the dead-letter queue; returns how many were requeued."""
+    then acknowledge it in the dead-letter queue; returns how many were requeued.
+
+    Raises:
+        QueueNotFound: the original queue is gone (the dead letters stay where they are).
+    """
     requeued = 0
-    with _unacked_messages(orchestrator, queue, limit) as messages:
-        for message in messages:
-            letter = DeadLetter.from_message(queue, message)
+    with _taken(orchestrator, queue, limit) as deliveries:
+        for delivery in deliveries:
+            letter = DeadLetter.from_delivery(queue, delivery)
             if letter.job is None:
                 continue  # not a job: it stays in the dead-letter queue
             job = letter.job.model_copy(
                 update={"attempts": 0, "status": ExecutionStatus.QUEUED, "error": None, "started_at": None}
             )
             orchestrator.publish(letter.queue, job)
-            message.ack()
+            delivery.ack()
             requeued += 1
     return requeued

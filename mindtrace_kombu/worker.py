@@ -1,7 +1,7 @@
 """Workers: at-least-once consumption with acknowledgements, retries and dead letters.
 
-A :class:`Worker` consumes one or more queues through a Kombu ``Consumer`` (push-based, with a
-prefetch limit) and runs a handler for each job. What happens to a message:
+A :class:`Worker` consumes one or more queues through the backend's consumer (push-based or
+blocking, with a prefetch limit) and runs a handler for each job. What happens to a message:
 
 * the handler returns -> the message is acknowledged (the job is done);
 * the handler raises and retries are left -> after an exponential backoff with jitter a copy
@@ -10,7 +10,7 @@ prefetch limit) and runs a handler for each job. What happens to a message:
   summary and attempt count) is published to ``<queue>.dlq``, then the original is acknowledged;
 * the message is not a job -> it is moved, unchanged, to ``<queue>.dlq`` with the reason;
 * the worker dies -> nothing was acknowledged, so the broker delivers the message again
-  (RabbitMQ at once, Redis after the visibility timeout).
+  (RabbitMQ at once, Redis when the worker's lease expires: ``lease_timeout``, default 30 s).
 
 Publishing always happens before the acknowledgement, so a crash between the two duplicates a
 job and never loses one.
@@ -18,8 +18,6 @@ job and never loses one.
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import random
 import signal
@@ -31,22 +29,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from queue import Empty, SimpleQueue
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import kombu
-from kombu.message import Message
 from pydantic import BaseModel
 
-from .clients import translate_errors
+from .backends.base import Consumer, Delivery
+from .core import OutgoingMessage, QueueOperations
 from .errors import BrokerUnavailable, JobDecodeError
 from .models import ExecutionStatus, Job, JobOutput
-from .orchestrator import OutgoingMessage
 from .queues import QueueType
-from .serialization import ACCEPT
-
-if TYPE_CHECKING:
-    from .orchestrator import Orchestrator
 
 __all__ = ["MAX_MESSAGE_BYTES", "Handler", "JobEvent", "RetryPolicy", "Worker", "WorkerStats", "claim"]
 
@@ -54,9 +45,8 @@ logger = logging.getLogger(__name__)
 
 Handler = Callable[[Job], Any]
 
-_IDLE_DRAIN = 1.0  # seconds a drain waits when nothing is in flight
-_BUSY_DRAIN = 0.005  # ... and while threads work, so their results are settled promptly
-_BURST_DRAIN = 0.1  # ... and in run(until_empty=True), before checking whether the queues are empty
+_IDLE_FETCH = 1.0  # seconds a fetch waits for a message before the loop checks for stop()
+_BURST_FETCH = 0.1  # ... in run(until_empty=True), before checking whether the queues are empty
 _RECONNECT_ATTEMPTS = 10
 #: Bodies larger than this are not decoded but dead-lettered (Worker(max_message_bytes=...)).
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
@@ -171,47 +161,45 @@ def _execute(handler: Handler, job: Job) -> _Result:
     return _completed(job, started, output)
 
 
-def _decode(orchestrator: Orchestrator, queue: str, message: Message, max_bytes: int = MAX_MESSAGE_BYTES) -> Job:
-    """The job in ``message``; anything else is dead-lettered, acknowledged, and raises."""
+def _decode(orchestrator: QueueOperations, delivery: Delivery, max_bytes: int = MAX_MESSAGE_BYTES) -> Job:
+    """The job in ``delivery``; anything else is dead-lettered, acknowledged, and raises."""
     try:
-        return orchestrator.decode_job(queue, message, max_bytes=max_bytes)
+        return orchestrator.decode_job(delivery, max_bytes=max_bytes)
     except JobDecodeError:
-        message.ack()  # the message is safe in the dead-letter queue
+        delivery.ack()  # the message is safe in the dead-letter queue
         raise
 
 
-def _requeue_copy(orchestrator: Orchestrator, queue: str, message: Message, job: Job) -> None:
-    """Publish the failed job back to ``queue`` for another attempt, then ack the original."""
+def _requeue_copy(orchestrator: QueueOperations, delivery: Delivery, job: Job) -> None:
+    """Publish the failed job back to its queue for another attempt, then ack the original."""
     retry = job.model_copy(update={"status": ExecutionStatus.QUEUED, "started_at": None})
-    priority = message.properties.get("priority")
-    spec = orchestrator.queue_spec(queue)
-    orchestrator.publish(queue, retry, priority=priority if spec.queue_type is QueueType.PRIORITY else None)
-    message.ack()
+    spec = orchestrator.queue_spec(delivery.queue)
+    priority = delivery.priority if spec.queue_type is QueueType.PRIORITY else None
+    orchestrator.publish(delivery.queue, retry, priority=priority)
+    delivery.ack()
 
 
-def _bury(orchestrator: Orchestrator, queue: str, message: Message, result: _Result) -> None:
+def _bury(orchestrator: QueueOperations, delivery: Delivery, result: _Result) -> None:
     """Dead-letter a job whose retries are spent, then ack the original."""
     job = result.job
     reason = f"failed after {job.attempts} attempts: {result.error_text}"
     headers = {"x-mindtrace-attempts": job.attempts, "x-mindtrace-traceback": result.traceback_summary()}
-    orchestrator.dead_letter(queue, OutgoingMessage(job, {"headers": headers}), reason)
-    message.ack()
+    orchestrator.dead_letter(delivery.queue, OutgoingMessage(job, {"headers": headers}), reason)
+    delivery.ack()
 
 
-def _settle_failure(
-    orchestrator: Orchestrator, queue: str, message: Message, result: _Result, policy: RetryPolicy
-) -> str:
+def _settle_failure(orchestrator: QueueOperations, delivery: Delivery, result: _Result, policy: RetryPolicy) -> str:
     """Retry now or dead-letter; returns the outcome."""
     if result.job.attempts <= policy.retries_for(result.job):
-        _requeue_copy(orchestrator, queue, message, result.job)
+        _requeue_copy(orchestrator, delivery, result.job)
         return "retried"
-    _bury(orchestrator, queue, message, result)
+    _bury(orchestrator, delivery, result)
     return "dead-lettered"
 
 
 @contextmanager
 def claim(
-    orchestrator: Orchestrator, queue: str, *, timeout: float | None = None, policy: RetryPolicy = RetryPolicy()
+    orchestrator: QueueOperations, queue: str, *, timeout: float | None = None, policy: RetryPolicy = RetryPolicy()
 ) -> Iterator[Job | None]:
     """Take one job; acknowledge it when the block exits normally, retry or dead-letter it when
     the block raises (the exception propagates). Yields None if no job came within ``timeout``.
@@ -219,28 +207,19 @@ def claim(
     Raises:
         QueueNotFound, JobDecodeError (the message was dead-lettered), BrokerUnavailable.
     """
-    message = orchestrator._get(queue, timeout, no_ack=False)
-    if message is None:
+    delivery = orchestrator.take(queue, timeout, ack=True)
+    if delivery is None:
         yield None
         return
-    job = _decode(orchestrator, queue, message)
+    job = _decode(orchestrator, delivery)
     started = _started(job)
     try:
         yield job
     except Exception as exc:
-        _settle_failure(orchestrator, queue, message, _failed(job, started, exc), policy)
+        _settle_failure(orchestrator, delivery, _failed(job, started, exc), policy)
         raise
     _completed(job, started)
-    message.ack()
-
-
-@dataclass(order=True)
-class _DelayedRetry:
-    due: float
-    seq: int
-    queue: str = field(compare=False)
-    message: Message = field(compare=False)
-    job: Job = field(compare=False)
+    delivery.ack()
 
 
 class Worker:
@@ -251,16 +230,16 @@ class Worker:
         queues: queue name(s) to consume; they must exist.
         handler: ``(job) -> result``; a returned ``JobOutput`` is stored on ``job.payload.output``.
         concurrency: handler threads; 1 runs handlers on the consuming thread.
-        prefetch: messages the broker hands out before acknowledgements (default: concurrency).
+        prefetch: messages taken ahead of acknowledgements (default: concurrency).
         max_retries, retry_backoff, retry_backoff_max: the :class:`RetryPolicy`
             (a job's own ``max_retries`` wins).
-        on_event: called on the consuming thread with a :class:`JobEvent` per settled job.
+        on_event: called with a :class:`JobEvent` per settled job, on the thread that ran it.
         max_message_bytes: larger messages are dead-lettered undecoded.
     """
 
     def __init__(
         self,
-        orchestrator: Orchestrator,
+        orchestrator: QueueOperations,
         queues: str | Sequence[str],
         handler: Handler,
         *,
@@ -284,12 +263,11 @@ class Worker:
         self.max_message_bytes = max_message_bytes
         self.stats = WorkerStats()
         self._stopping = threading.Event()
-        self._delayed: list[_DelayedRetry] = []
-        self._seq = itertools.count()
+        self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
-        self._pending: dict[Future[_Result], tuple[str, Message]] = {}
-        self._finished: SimpleQueue[Future[_Result]] = SimpleQueue()
-        self._consumer: kombu.Consumer | None = None
+        self._pending: dict[Future[None], Delivery] = {}
+        self._delayed: dict[Delivery, tuple[threading.Timer, Job]] = {}
+        self._consumer: Consumer | None = None
         self._consuming = False  # the current connection got as far as consuming
 
     def stop(self) -> None:
@@ -343,108 +321,101 @@ class Worker:
                 signal.signal(sig, handler)
 
     def _consume(self, until_empty: bool) -> None:
-        """One connection's life, until the run is over; a broken connection raises
+        """One consumer's life, until the run is over; a broken connection raises
         :class:`BrokerUnavailable` (``_consuming`` tells whether it had worked)."""
-        client = self.orchestrator.client
-        connection = client.connection()
         self._consuming = False
+        consumer = self._consumer = self.orchestrator.backend.consumer(self.queues, self.prefetch)
         try:
-            with translate_errors(client, ",".join(self.queues)):
-                channel = connection.channel()
-                self._consumer = kombu.Consumer(
-                    channel, [kombu.Queue(name, no_declare=True) for name in self.queues],
-                    accept=ACCEPT, on_message=self._on_message, prefetch_count=self.prefetch,
-                )
-                self._consumer.consume()
+            while not self._stopping.is_set():
+                deliveries = consumer.fetch(self.prefetch, _BURST_FETCH if until_empty else _IDLE_FETCH)
                 self._consuming = True
-                while not self._stopping.is_set():
-                    self._settle_finished()
-                    self._release_due_retries()
-                    try:
-                        connection.drain_events(timeout=self._drain_timeout(until_empty))
-                    except TimeoutError:
-                        if until_empty and self._drained():
-                            return
+                for delivery in deliveries:
+                    self._dispatch(delivery)
+                if until_empty and not deliveries and self._drained():
+                    return
         except BrokerUnavailable:
-            self._abandon_connection()
+            self._abandon()
             raise
         finally:
-            self._shut_down_connection(connection)
-
-    def _drain_timeout(self, until_empty: bool) -> float:
-        timeout = _BUSY_DRAIN if self._pending else _BURST_DRAIN if until_empty else _IDLE_DRAIN
-        if self._delayed:
-            timeout = min(timeout, max(self._delayed[0].due - time.monotonic(), 0.0))
-        return timeout
+            self._shut_down(consumer)
 
     def _drained(self) -> bool:
-        return not self._pending and not self._delayed and all(
-            self.orchestrator.count_queue_messages(queue) == 0 for queue in self.queues
-        )
+        with self._lock:
+            busy = bool(self._pending or self._delayed)
+        return not busy and all(self.orchestrator.count_queue_messages(queue) == 0 for queue in self.queues)
 
     # -- per message -----------------------------------------------------------------------------
 
-    def _on_message(self, message: Message) -> None:
+    def _dispatch(self, delivery: Delivery) -> None:
         if self._stopping.is_set():
-            return  # delivered while shutting down (e.g. during basic.cancel): left unacknowledged,
-            # the broker takes it back when the channel closes
-        queue = message.delivery_info.get("routing_key") or self.queues[0]
+            delivery.reject(requeue=True)  # taken while stopping: back first in line
+            return
         try:
-            job = _decode(self.orchestrator, queue, message, self.max_message_bytes)
+            job = _decode(self.orchestrator, delivery, self.max_message_bytes)
         except JobDecodeError as exc:
             logger.warning("%s", exc)  # dead-lettered and acknowledged by _decode
-            self._emit(JobEvent("-", queue, 0.0, "dead-lettered", error=exc.reason))
+            self._emit(JobEvent("-", delivery.queue, 0.0, "dead-lettered", error=exc.reason))
             return
         if self._executor is None:
-            self._settle(queue, message, _execute(self.handler, job))
-        else:
-            future = self._executor.submit(_execute, self.handler, job)
-            self._pending[future] = (queue, message)
-            future.add_done_callback(self._finished.put)
+            self._run_job(delivery, job)
+            return
+        with self._lock:
+            future = self._executor.submit(self._run_job, delivery, job)
+            self._pending[future] = delivery
+        future.add_done_callback(self._forget)
 
-    def _settle_finished(self) -> None:
-        while True:
-            try:
-                future = self._finished.get_nowait()
-            except Empty:
-                return
-            if future in self._pending:  # else its connection broke: it will be redelivered
-                queue, message = self._pending.pop(future)
-                self._settle(queue, message, future.result())
+    def _forget(self, future: Future[None]) -> None:
+        with self._lock:
+            self._pending.pop(future, None)
 
-    def _settle(self, queue: str, message: Message, result: _Result) -> None:
+    def _run_job(self, delivery: Delivery, job: Job) -> None:
+        """Run the handler and settle the job, on the thread that ran it."""
+        result = _execute(self.handler, job)
+        try:
+            outcome = self._settle(delivery, result)
+        except Exception:  # noqa: BLE001 - the broker failed: the job stays in flight and comes back
+            logger.warning("job %s on %s: could not settle; it will be delivered again", job.id, delivery.queue, exc_info=True)
+            return
+        logger.info("job %s on %s: %s in %.3fs (attempt %d)", job.id, delivery.queue, outcome, result.duration, job.attempts)
+        self._emit(JobEvent(job.id, delivery.queue, result.duration, outcome, job.attempts, result.error_text, job))
+
+    def _settle(self, delivery: Delivery, result: _Result) -> str:
         job = result.job
         if result.error is None:
-            message.ack()  # done: the job leaves the broker
-            outcome = "completed"
-        elif job.attempts <= self.policy.retries_for(job):
-            # kept unacknowledged (safe on the broker) until the backoff passes; prefetch grows
-            # by one meanwhile so other jobs keep flowing
-            delay = self.policy.delay(job.attempts)
-            heapq.heappush(self._delayed, _DelayedRetry(time.monotonic() + delay, next(self._seq), queue, message, job))
-            self._set_prefetch()
-            outcome = "retried"
-        else:
-            _bury(self.orchestrator, queue, message, result)
-            outcome = "dead-lettered"
-        logger.info("job %s on %s: %s in %.3fs (attempt %d)", job.id, queue, outcome, result.duration, job.attempts)
-        self._emit(JobEvent(job.id, queue, result.duration, outcome, job.attempts, result.error_text, job))
+            delivery.ack()  # done: the job leaves the broker
+            return "completed"
+        if job.attempts <= self.policy.retries_for(job):
+            # kept in flight (safe on the broker) until the backoff passes; prefetch grows by one
+            # meanwhile so other jobs keep flowing
+            timer = threading.Timer(self.policy.delay(job.attempts), self._retry, (delivery,))
+            timer.daemon = True
+            with self._lock:
+                self._delayed[delivery] = (timer, job)
+                self._set_prefetch()
+            timer.start()
+            return "retried"
+        _bury(self.orchestrator, delivery, result)
+        return "dead-lettered"
 
-    def _release_due_retries(self, everything: bool = False) -> None:
-        released = False
-        while self._delayed and (everything or self._delayed[0].due <= time.monotonic()):
-            retry = heapq.heappop(self._delayed)
-            _requeue_copy(self.orchestrator, retry.queue, retry.message, retry.job)
-            released = True
-        if released and not everything:
+    def _retry(self, delivery: Delivery) -> None:
+        """The backoff passed: publish the copy, then ack the original."""
+        with self._lock:
+            held = self._delayed.pop(delivery, None)
             self._set_prefetch()
+        if held is None:
+            return  # already released by shutdown, or dropped with a broken connection
+        try:
+            _requeue_copy(self.orchestrator, delivery, held[1])
+        except Exception:  # noqa: BLE001 - the original stays in flight and comes back
+            logger.warning("job %s on %s: retry not published; it will be delivered again", held[1].id, delivery.queue, exc_info=True)
 
     def _set_prefetch(self) -> None:
-        assert self._consumer is not None
-        self._consumer.qos(prefetch_count=self.prefetch + len(self._delayed))
+        if self._consumer is not None:
+            self._consumer.set_prefetch(self.prefetch + len(self._delayed))
 
     def _emit(self, event: JobEvent) -> None:
-        self.stats.count(event.outcome)
+        with self._lock:
+            self.stats.count(event.outcome)
         if self.on_event is not None:
             try:
                 self.on_event(event)
@@ -453,36 +424,37 @@ class Worker:
 
     # -- shutdown ----------------------------------------------------------------------------------
 
-    def _shut_down_connection(self, connection: kombu.Connection) -> None:
-        """Finish in-flight jobs and publish held retries, then close: the broker takes back
-        whatever was prefetched and not started (RabbitMQ requeues it, the virtual transports
-        restore it to the front of its queue)."""
+    def _shut_down(self, consumer: Consumer) -> None:
+        """Finish in-flight jobs and publish held retries, then close: what was taken and not
+        started goes back to the front of its queue."""
         try:
-            for future in list(self._pending):
-                if future.cancel():  # never started: goes back with the channel
-                    self._pending.pop(future)
-            for future in list(self._pending):
-                future.exception()  # wait for the handler to finish
-            self._settle_finished()
-            self._release_due_retries(everything=True)
-            if self._consumer is not None:
-                self._consumer.cancel()
-        except Exception:
+            with self._lock:
+                pending = list(self._pending.items())
+            for future, delivery in pending:
+                if future.cancel():  # never started
+                    delivery.reject(requeue=True)
+            for future, _ in pending:
+                if not future.cancelled():
+                    future.exception()  # wait for the handler to finish and settle
+            with self._lock:
+                delayed = list(self._delayed)
+            for delivery in delayed:
+                self._delayed[delivery][0].cancel()
+                self._retry(delivery)
+            consumer.close()
+        except Exception:  # noqa: BLE001
             logger.warning("could not settle in-flight jobs; the broker will deliver them again", exc_info=True)
-            self._abandon_connection()
+            self._abandon()
         finally:
             self._consumer = None
-            connection.release()
 
-    def _abandon_connection(self) -> None:
-        """Forget messages of a broken connection: their acknowledgements cannot be sent, the
+    def _abandon(self) -> None:
+        """Forget the messages of a broken connection: their settlements cannot be sent, the
         broker delivers them again."""
-        for future in list(self._pending):
+        with self._lock:
+            pending, self._pending = list(self._pending), {}
+            delayed, self._delayed = list(self._delayed.values()), {}
+        for future in pending:
             future.cancel()
-        self._pending.clear()
-        self._delayed.clear()
-        while True:
-            try:
-                self._finished.get_nowait()
-            except Empty:
-                return
+        for timer, _ in delayed:
+            timer.cancel()

@@ -17,6 +17,10 @@ from mindtrace_kombu.clients import Client, LocalClient, RabbitMQClient, RedisCl
 from mindtrace_kombu.errors import BrokerUnavailable
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
+#: Every key the Orchestrator tests write on Redis lives under this run's own ``global_keyprefix``:
+#: nothing else on the database (other runs, other users of db 0) is read or touched.
+TEST_KEYPREFIX = f"mindtrace-test-{uuid.uuid4().hex[:8]}:"
+REDIS_TEST_URL = f"{REDIS_URL}{'&' if '?' in REDIS_URL else '?'}global_keyprefix={TEST_KEYPREFIX}"
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@localhost:5672//")
 REQUIRE_BROKERS = os.environ.get("MINDTRACE_REQUIRE_BROKERS") == "1"
 
@@ -44,7 +48,20 @@ def unique(prefix: str = "q") -> str:
 
 
 def broker_url(backend: str) -> str:
-    return {"local": f"memory:///{unique('broker')}", "redis": REDIS_URL, "rabbitmq": AMQP_URL}[backend]
+    return {"local": f"memory:///{unique('broker')}", "redis": REDIS_TEST_URL, "rabbitmq": AMQP_URL}[backend]
+
+
+_unreachable: dict[str, str | None] = {}  # backend -> why it cannot be used, probed once per session
+
+
+def _probe(client: Client) -> str | None:
+    try:
+        with client.connection() as connection:
+            connection.ensure_connection(max_retries=1)
+            connection.default_channel  # noqa: B018 - opening a channel proves the broker answers
+    except Exception as exc:  # noqa: BLE001
+        return f"the broker at {client.url} is unreachable: {exc}"
+    return None
 
 
 def make_client(backend: str) -> Client:
@@ -53,15 +70,13 @@ def make_client(backend: str) -> Client:
     if isinstance(client, LocalClient):
         return client
     assert isinstance(client, (RedisClient, RabbitMQClient))
-    try:
-        with client.connection() as connection:
-            connection.ensure_connection(max_retries=1)
-            connection.default_channel  # noqa: B018 - opening a channel proves the broker answers
-    except Exception as exc:  # noqa: BLE001
-        reason = f"{backend} broker at {client.url} is unreachable: {exc}"
+    if backend not in _unreachable:
+        _unreachable[backend] = _probe(client)
+    reason = _unreachable[backend]
+    if reason is not None:
         if REQUIRE_BROKERS:
-            pytest.fail(reason)
-        pytest.skip(reason)
+            pytest.fail(f"{backend}: {reason}")
+        pytest.skip(f"{backend}: {reason}")
     return client
 
 

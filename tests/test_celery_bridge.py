@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from typing import Any, Iterator
 
 import pytest
@@ -23,10 +24,10 @@ from mindtrace_kombu.celery import (
 )
 from mindtrace_kombu.config import exact_order_transport
 from mindtrace_kombu.serialization import CONTENT_TYPE, SERIALIZER, dumps, loads
-from mindtrace_kombu.transport import redis as redis_transport
 from tests.conftest import AMQP_URL, REDIS_URL, SampleInput, make_client, make_job, unique
 
 celery = pytest.importorskip("celery")
+redis = pytest.importorskip("redis")
 
 
 def noop(job: Job) -> None:
@@ -139,28 +140,31 @@ def test_from_celery_changes_nothing_but_the_accepted_content(broker: str, clean
     assert after["accept_content"] == [*before["accept_content"], CONTENT_TYPE]
 
 
-def test_from_celery_borrows_connections_from_the_app_pool(broker: str, cleanup: list[Any]) -> None:
-    # Given an app on RabbitMQ or on this package's Redis transport
-    app = make_app(broker, broker_transport=exact_order_transport(broker))
+def test_from_celery_returns_connections_to_the_app_pool_when_idle(broker: str, cleanup: list[Any]) -> None:
+    # Given an app whose pool holds one connection, and an orchestrator on it
+    app = make_app(broker, broker_transport=exact_order_transport(broker), broker_pool_limit=1)
     orchestrator = Orchestrator.from_celery(app)
     queue = unique("pool")
     cleanup.append((orchestrator, queue))
-    # When the orchestrator has worked and is closed
-    orchestrator.declare_queue(queue)
-    orchestrator.publish(queue, make_job(1))
-    used = orchestrator._session().connection
-    orchestrator.close()
-    # Expect its connection back in the app's pool, with the app's transport options
-    with app.pool.acquire(block=True) as again:
-        assert again is used
     assert isinstance(orchestrator.client, (CeleryRedisClient, CeleryRabbitMQClient))
-    assert orchestrator.count_queue_messages(queue) == 1
+    # When several threads have published through it (and the orchestrator is still open)
+    orchestrator.declare_queue(queue)
+    threads = [threading.Thread(target=orchestrator.publish, args=(queue, make_job(n))) for n in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Expect the app's only pooled connection to be free again, and every job published
+    with app.pool.acquire(block=True, timeout=5) as connection:
+        connection.ensure_connection(max_retries=1)
+    assert orchestrator.count_queue_messages(queue) == 5
 
 
-def test_from_celery_on_stock_redis_uses_the_exact_order_transport(cleanup: list[Any]) -> None:
-    # Given a host app on Kombu's stock Redis transport, with transport options
+def test_from_celery_on_stock_redis_uses_the_exact_order_store(cleanup: list[Any]) -> None:
+    # Given a host app on Kombu's stock Redis transport, with its own global_keyprefix
     make_client("redis")
-    app = make_app(REDIS_URL, broker_transport_options={"visibility_timeout": 321})
+    prefix = f"{unique('tenant')}:"
+    app = make_app(REDIS_URL, broker_transport_options={"global_keyprefix": prefix})
     orchestrator = Orchestrator.from_celery(app)
     queue = unique("stock")
     cleanup.append((orchestrator, queue))
@@ -168,13 +172,9 @@ def test_from_celery_on_stock_redis_uses_the_exact_order_transport(cleanup: list
     orchestrator.declare_queue(queue, max_priority=5)
     for value, priority in [(1, 1), (2, 5), (3, 3)]:
         orchestrator.publish(queue, make_job(value), priority=priority)
-    # Expect exact priority order, on a connection with the app's URL and transport options
-    connection = orchestrator._session().connection
-    assert connection.transport_cls == "mindtrace-redis"
-    assert connection.transport_options["visibility_timeout"] == 321
-    host_connection = app.connection_for_write()
-    assert connection.info()["hostname"] == host_connection.info()["hostname"]
-    assert (connection.port, connection.virtual_host) == (host_connection.port, host_connection.virtual_host)
+    # Expect exact priority order, with every key under the app's prefix
+    db = redis.Redis.from_url(REDIS_URL)
+    assert db.keys(f"{prefix}*") and all(key.decode().startswith(f"{prefix}mindtrace:") for key in db.keys(f"{prefix}*"))
     received = [orchestrator.receive_message(queue) for _ in range(3)]
     assert [job.payload.input.value for job in received if job] == [2, 3, 1]  # type: ignore[attr-defined]
 

@@ -11,17 +11,29 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import json
+import os
+import uuid
 from typing import Any, Mapping
 
 from kombu.serialization import dumps as kombu_dumps
 
 from .base import UNPARSEABLE_CONTENT_TYPE, WireMessage
 
-__all__ = ["decode_payload", "encode", "encode_payload", "payload_priority"]
+__all__ = ["decode_payload", "delivery_tag", "encode", "encode_payload"]
 
 #: Producer options that travel as message properties (as ``Producer.publish`` sends them).
 _PROPERTY_OPTIONS = ("correlation_id", "reply_to", "expiration", "message_id", "timestamp", "type", "user_id", "app_id")
+
+_TAG_PREFIX = uuid.uuid4().hex[:16]
+_tag_counter = itertools.count(1)
+
+
+def delivery_tag() -> str:
+    """A delivery tag unique across processes: a random per-process prefix, the process id (a
+    forked child differs) and a counter. Kombu draws a uuid4 per message instead."""
+    return f"{_TAG_PREFIX}.{os.getpid()}.{next(_tag_counter)}"
 
 
 def encode(body: Any, options: Mapping[str, Any], serializer: str) -> WireMessage:
@@ -67,18 +79,11 @@ def encode_payload(
     }
 
 
-def payload_priority(payload: Mapping[str, Any]) -> int:
-    """The priority a virtual-transport payload was published with (0 when none)."""
-    try:
-        return int(payload["properties"].get("priority") or 0)
-    except (KeyError, TypeError, ValueError, AttributeError):
-        return 0
-
-
-def decode_payload(raw: bytes | str | Mapping[str, Any]) -> WireMessage:
-    """The message in a stored virtual-transport payload. Data that is not one (raw bytes
-    pushed by hand, a broken body encoding) becomes an unparseable message holding the
-    original bytes, which no consumer accepts: it is dead-lettered, never dropped."""
+def decode_payload(raw: bytes | str | Mapping[str, Any]) -> tuple[WireMessage, int]:
+    """The message in a stored virtual-transport payload, and the priority it was published
+    with. Data that is not one (raw bytes pushed by hand, a broken body encoding) becomes an
+    unparseable message holding the original bytes, which no consumer accepts: it is
+    dead-lettered, never dropped."""
     original = raw if isinstance(raw, bytes) else json.dumps(raw).encode() if isinstance(raw, Mapping) else raw.encode()
     try:
         payload = json.loads(raw) if isinstance(raw, (bytes, str)) else raw
@@ -91,9 +96,10 @@ def decode_payload(raw: bytes | str | Mapping[str, Any]) -> WireMessage:
         else:
             data = str(body).encode(payload.get("content-encoding") or "utf-8")
         extra = {key: properties[key] for key in _PROPERTY_OPTIONS if properties.get(key) is not None}
-        return WireMessage(
+        message = WireMessage(
             data, payload.get("content-type") or "application/data",
             payload.get("content-encoding") or "binary", dict(payload.get("headers") or {}), extra,
         )
+        return message, int(properties.get("priority") or 0)
     except (ValueError, TypeError, KeyError, AttributeError, binascii.Error, LookupError):
-        return WireMessage(original, UNPARSEABLE_CONTENT_TYPE, "binary")
+        return WireMessage(original, UNPARSEABLE_CONTENT_TYPE, "binary"), 0

@@ -1,0 +1,330 @@
+"""The queue operations of the Orchestrator, over the backend seam alone.
+
+:class:`QueueOperations` validates every input before the broker is touched, then makes a
+fixed number of backend calls (round trips per backend in docs/architecture.md). The Worker,
+dead letters and the Celery bridge build on this class; :class:`~.orchestrator.Orchestrator`
+adds the constructors and the consuming API on top, so nothing here imports them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import threading
+import time
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence, TypeVar
+
+from kombu.exceptions import ContentDisallowed, DecodeError
+
+from .backends.base import UNPARSEABLE_CONTENT_TYPE, Backend, Delivery, WireMessage
+from .backends.wire import encode
+from .clients import Client, LocalClient
+from .errors import BrokerUnavailable, InvalidPriority, JobDecodeError, QueueNotFound, QueueTypeMismatch
+from .models import QUEUE_MAPPING, Job, JobType
+from .queues import QueueSpec, dead_letter_queue_name, validate_queue_name
+from .serialization import ACCEPT, SERIALIZER
+
+__all__ = ["MessageBuilder", "OutgoingMessage", "QueueOperations", "job_message"]
+
+_POLL_MIN, _POLL_MAX = 0.001, 0.02  # receive_message(timeout=...) poll backoff, seconds
+_RETRY_BACKOFF, _RETRY_BACKOFF_MAX = 0.2, 2.0  # reconnect backoff, seconds
+_T = TypeVar("_T")
+
+
+class OutgoingMessage(NamedTuple):
+    """A message for the broker: its body and extra ``Producer.publish`` options (headers...)."""
+
+    body: Any
+    options: Mapping[str, Any]
+
+
+#: How a job becomes the message published to a queue: ``(queue_name, job) -> OutgoingMessage``.
+#: The Celery bridge supplies one that turns jobs for task-bound queues into task messages.
+MessageBuilder = Callable[[str, Job], OutgoingMessage]
+
+
+def job_message(queue_name: str, job: Job) -> OutgoingMessage:
+    """The default :data:`MessageBuilder`: the job itself, encoded by the job serializer."""
+    return OutgoingMessage(job, {})
+
+
+class QueueOperations:
+    """Declare queues, publish and receive jobs, on any backend; thread-safe.
+
+    Args:
+        client: the backend's configuration; ``None`` means a fresh :class:`LocalClient`.
+        routes: job type -> queue overrides for :meth:`submit`, on top of ``QUEUE_MAPPING``.
+        message_builder: how a job becomes a message (default :func:`job_message`); every
+            publish goes through it, e.g. to send Celery task messages (``from_celery``).
+        connection_retries: how often an operation is retried after the broker connection
+            broke, before :class:`BrokerUnavailable` (a retried publish may deliver the job
+            twice). A broker that was never reachable fails at once.
+    """
+
+    def __init__(
+        self,
+        client: Client | None = None,
+        *,
+        routes: Mapping[JobType | str, str] | None = None,
+        connection_retries: int = 2,
+        message_builder: MessageBuilder | None = None,
+    ) -> None:
+        self.client = client if client is not None else LocalClient()
+        self.backend: Backend = self.client.open_backend()
+        self.connection_retries = connection_retries
+        self.message_builder: MessageBuilder = message_builder or job_message
+        self.routes: dict[JobType, str] = dict(QUEUE_MAPPING)
+        for job_type, queue in (routes or {}).items():
+            self.routes[JobType(job_type)] = validate_queue_name(queue)
+        self._specs: dict[str, QueueSpec] = {}
+        self._worked = False  # an operation succeeded: later broken connections are retried
+        self._closed = threading.Event()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.client!r})"
+
+    def close(self) -> None:
+        """Release every connection; messages taken and not settled go back to their queues."""
+        self._closed.set()
+        self.backend.close()
+
+    def _run(self, operation: Callable[[], _T]) -> _T:
+        """Run one backend operation; after a broken connection retry it up to
+        ``connection_retries`` times with a short backoff, then :class:`BrokerUnavailable`."""
+        for attempt in itertools.count():
+            try:
+                result = operation()
+            except BrokerUnavailable:
+                if attempt >= self.connection_retries or not (self._worked or attempt):
+                    raise
+                time.sleep(min(_RETRY_BACKOFF * 2**attempt, _RETRY_BACKOFF_MAX))
+            else:
+                self._worked = True
+                return result
+        raise AssertionError("unreachable")
+
+    def _lookup_spec(self, name: str) -> QueueSpec | None:
+        spec = self._run(lambda: self.backend.lookup(name))
+        if spec is not None:
+            self._specs[name] = spec
+        return spec
+
+    def _spec(self, name: str) -> QueueSpec:
+        """The queue's spec: cached after the first look-up."""
+        spec = self._specs.get(name) or self._lookup_spec(name)
+        if spec is None:
+            raise QueueNotFound(name)
+        return spec
+
+    # -- queues ------------------------------------------------------------------------------------
+
+    def declare_queue(
+        self, name: str, queue_type: str = "fifo", *, max_priority: int | None = None, force: bool = False
+    ) -> None:
+        """Declare a queue; idempotent.
+
+        Args:
+            name: queue name.
+            queue_type: ``"fifo"``, ``"stack"`` or ``"priority"``.
+            max_priority: highest priority of a priority queue, 1..255 (default 10); giving it
+                makes the queue a priority queue.
+            force: when the queue exists with another type or max_priority, delete it (its
+                messages are dropped) and re-create it. Without ``force`` that raises.
+
+        Raises:
+            InvalidQueueName, InvalidPriority, UnsupportedQueueType, QueueTypeMismatch,
+            BrokerUnavailable.
+        """
+        spec = QueueSpec.create(name, queue_type, max_priority)
+        self.client.check_supported(spec)
+        existing = self._declare(spec)
+        if existing == spec:
+            return
+        if not force:
+            raise QueueTypeMismatch(name, existing.describe(), spec.describe())
+        self.delete_queue(name)
+        existing = self._declare(spec)
+        if existing != spec:  # re-declared elsewhere in between
+            raise QueueTypeMismatch(name, existing.describe(), spec.describe())
+
+    def _declare(self, spec: QueueSpec) -> QueueSpec:
+        """Declare ``spec``; returns the spec the broker holds (1 backend call)."""
+        existing = self._run(lambda: self.backend.declare(spec))
+        self._specs[spec.name] = existing
+        return existing
+
+    def queue_spec(self, queue_name: str) -> QueueSpec:
+        """The spec (type, max_priority) of an existing queue, whoever declared it; afterwards
+        :meth:`list_queues` includes it on every backend.
+
+        Raises:
+            QueueNotFound: the queue does not exist.
+        """
+        validate_queue_name(queue_name)
+        return self._spec(queue_name)
+
+    def list_queues(self) -> list[QueueSpec]:
+        """Specs of the queues on the broker, by name. Redis and local: 1 round trip; RabbitMQ:
+        the management API if enabled, else the routed queues, their dead-letter queues and the
+        queues this orchestrator has seen, where they exist."""
+        known = {*self.routes.values(), *self._specs}
+        candidates = sorted(known | {dead_letter_queue_name(name) for name in known})
+        specs = self._run(lambda: self.backend.list_specs(candidates))
+        return sorted(specs, key=lambda spec: spec.name)
+
+    def unacked_counts(self) -> dict[str, int] | None:
+        """Messages delivered to consumers and not yet acknowledged, per queue, where the broker
+        reports them (Redis; local; RabbitMQ with the management API), else None."""
+        return self._run(self.backend.unacked_counts)
+
+    def count_queue_messages(self, queue_name: str) -> int:
+        """Number of ready messages; exact as soon as ``publish`` has returned. 1 round trip.
+
+        Raises:
+            QueueNotFound: the queue does not exist.
+        """
+        validate_queue_name(queue_name)
+        return self._run(lambda: self.backend.count(queue_name))
+
+    def clean_queue(self, queue_name: str) -> int:
+        """Remove every ready message; returns how many were removed. 1 round trip.
+
+        Raises:
+            QueueNotFound: the queue does not exist.
+        """
+        validate_queue_name(queue_name)
+        return self._run(lambda: self.backend.purge(queue_name))
+
+    def delete_queue(self, queue_name: str, *, if_empty: bool = False) -> None:
+        """Delete the queue and its messages, whoever declared it.
+
+        Raises:
+            QueueNotFound: the queue does not exist.
+            QueueNotEmpty: ``if_empty`` and the queue holds messages (it is kept).
+        """
+        validate_queue_name(queue_name)
+        self._specs.pop(queue_name, None)
+        self._run(lambda: self.backend.delete(queue_name, if_empty=if_empty))
+
+    # -- publishing --------------------------------------------------------------------------------
+
+    def route(self, job: Job) -> str:
+        """The queue :meth:`submit` sends ``job`` to: ``routes[job.job_type]``."""
+        return self.routes[JobType(job.job_type)]
+
+    def publish(self, queue_name: str, job: Job, *, priority: int | None = None) -> str:
+        """Publish ``job``; returns ``job.id``. 1 round trip (RabbitMQ: publish + confirm).
+
+        Raises:
+            QueueNotFound, InvalidPriority, InvalidQueueName, TypeError (not a Job), BrokerUnavailable.
+        """
+        return self.publish_many(queue_name, [job], priority=priority)[0]
+
+    def publish_many(self, queue_name: str, jobs: Iterable[Job], *, priority: int | None = None) -> list[str]:
+        """Publish several jobs to one queue, in order, in one batch; returns their ids.
+
+        Every job is validated and encoded before the first is sent, so a job that cannot be
+        encoded sends nothing.
+        """
+        validate_queue_name(queue_name)
+        jobs = list(jobs)
+        for job in jobs:
+            if not isinstance(job, Job):
+                raise TypeError(f"publish expects a Job, got {type(job).__name__}")
+        try:
+            priority = self._spec(queue_name).validate_priority(priority)
+        except InvalidPriority:
+            if queue_name not in self._specs:
+                raise
+            # the cached spec may be stale (re-created elsewhere with another type): check once more
+            del self._specs[queue_name]
+            priority = self._spec(queue_name).validate_priority(priority)
+        messages = [self._encode(self.message_builder(queue_name, job)) for job in jobs]
+        self._send(queue_name, messages, priority)
+        return [job.id for job in jobs]
+
+    @staticmethod
+    def _encode(message: OutgoingMessage) -> WireMessage:
+        return encode(message.body, message.options, SERIALIZER)
+
+    def _send(self, queue_name: str, messages: Sequence[WireMessage], priority: int | None) -> None:
+        """The one publish path: every message, in order, to ``queue_name``."""
+        try:
+            self._run(lambda: self.backend.publish(queue_name, messages, priority))
+        except QueueNotFound:
+            self._specs.pop(queue_name, None)
+            raise
+
+    def submit(self, job: Job, *, priority: int | None = None) -> str:
+        """Publish ``job`` to :meth:`route` ``(job)``, declaring that queue (fifo) on first use."""
+        queue_name = self.route(job)
+        if queue_name not in self._specs and self._lookup_spec(queue_name) is None:
+            self.declare_queue(queue_name)
+        return self.publish(queue_name, job, priority=priority)
+
+    # -- receiving ---------------------------------------------------------------------------------
+
+    def receive_message(self, queue_name: str, *, timeout: float | None = None) -> Job | None:
+        """Remove and return the next job, or None when the queue is empty.
+
+        At most once: the job leaves the queue as it is returned (1 round trip). With
+        ``timeout`` (seconds) it waits that long for a job, polling with a short backoff. A
+        message that is not a job is moved to ``<queue>.dlq`` and raises :class:`JobDecodeError`.
+
+        Raises:
+            QueueNotFound, JobDecodeError, BrokerUnavailable.
+        """
+        validate_queue_name(queue_name)
+        delivery = self.take(queue_name, timeout, ack=False)
+        return None if delivery is None else self.decode_job(delivery)
+
+    def take(self, queue_name: str, timeout: float | None, *, ack: bool) -> Delivery | None:
+        """The next message, or None after ``timeout``; with ``ack`` it stays in flight until
+        settled (used by ``claim``), else it has left the queue for good."""
+        deadline = time.monotonic() + (timeout or 0)
+        delay = _POLL_MIN
+        while True:
+            delivery = self._run(lambda: self.backend.get(queue_name, ack=ack))
+            if delivery is not None:
+                return delivery
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, _POLL_MAX)
+
+    def decode_job(self, delivery: Delivery, *, max_bytes: int | None = None) -> Job:
+        """The job in a delivery. Anything else -- a body over ``max_bytes``, another content
+        type, bytes that do not decode, JSON that is not a job -- is moved to the dead-letter
+        queue (:meth:`dead_letter`) and raises :class:`JobDecodeError`; the caller still owns
+        the delivery (acknowledge it: it is safe in the dead-letter queue)."""
+        message = delivery.message
+        try:
+            if max_bytes is not None and len(message.body) > max_bytes:
+                raise DecodeError(f"oversize: {len(message.body)} bytes, the limit is {max_bytes}")
+            job = delivery.decode(ACCEPT)
+        except ContentDisallowed:
+            if message.content_type == UNPARSEABLE_CONTENT_TYPE:
+                reason = "not a Kombu message: the broker held raw bytes"
+            else:
+                reason = f"content type {message.content_type!r} is not a job (expected {ACCEPT[0]!r})"
+        except DecodeError as exc:
+            reason = f"cannot decode body: {exc}"
+        else:
+            if isinstance(job, Job):
+                return job
+            reason = f"body decodes to {type(job).__name__}, not a Job"
+        queue_name = delivery.queue
+        raise JobDecodeError(queue_name, reason, self.dead_letter(queue_name, message, reason))
+
+    def dead_letter(self, queue_name: str, message: WireMessage | OutgoingMessage, reason: str) -> str:
+        """Publish a message to ``<queue>.dlq`` (declared on first use) with the reason in its
+        headers; returns the dead-letter queue's name. A received message goes byte for byte
+        (body, content type and encoding); an :class:`OutgoingMessage` (a failed job) as given."""
+        dlq = dead_letter_queue_name(queue_name)
+        if dlq not in self._specs:
+            self._declare(QueueSpec(dlq))
+        wire = self._encode(message) if isinstance(message, OutgoingMessage) else message
+        headers = {**wire.headers, "x-death-reason": reason, "x-original-queue": queue_name}
+        self._send(dlq, [dataclasses.replace(wire, headers=headers)], None)
+        return dlq
