@@ -24,18 +24,15 @@ from typing import Any, Callable, Mapping
 
 from kombu.connection import Connection
 from kombu.entity import Exchange, Queue
-from kombu.transport import pyamqp as kombu_pyamqp
-from kombu.transport import redis as kombu_redis
 
-from .clients import Client, LocalClient, RabbitMQClient, RedisClient
+from .clients import Client, LocalClient, RabbitMQClient, RedisClient, RedisSentinelClient
 from .config import exact_order_transport
+from .transport import MEMORY_TRANSPORT, REDIS_TRANSPORT
 from .errors import JobsError
 from .models import ExecutionStatus, Job
 from .core import OutgoingMessage, job_message
 from .queues import QueueSpec, validate_queue_name
 from .serialization import ACCEPT, CONTENT_TYPE, SERIALIZER
-from .transport import memory as memory_transport
-from .transport import redis as redis_transport
 
 __all__ = [
     "CeleryClient",
@@ -307,6 +304,10 @@ class CeleryRabbitMQClient(CeleryClient, RabbitMQClient):
     """The app's RabbitMQ broker; publisher confirms follow the app's ``confirm_publish`` option."""
 
 
+class CeleryRedisSentinelClient(CeleryClient, RedisSentinelClient):
+    """The app's Redis broker through Sentinel, with exact queue order."""
+
+
 class CeleryLocalClient(CeleryClient, LocalClient):
     """The app's in-process broker (``broker_transport = "mindtrace-memory"``)."""
 
@@ -314,8 +315,8 @@ class CeleryLocalClient(CeleryClient, LocalClient):
 def celery_client(app: Any) -> CeleryClient:
     """The client on ``app``'s broker (Redis, Redis Sentinel, RabbitMQ, or mindtrace-memory).
 
-    Reads the broker from the app (no URL parsing here) and adds the job content type to the
-    app's accepted content.
+    Reads the broker from the app's connection (its transport's driver; no URL guessing) and
+    adds the job content type to the app's accepted content.
 
     Raises:
         ValueError: the app's transport is neither of those.
@@ -324,15 +325,17 @@ def celery_client(app: Any) -> CeleryClient:
     probe = app.connection_for_write()
     transport, uri, vhost = probe.get_transport_cls(), probe.as_uri(), probe.virtual_host
     probe.release()
+    driver, name = getattr(transport, "driver_type", ""), getattr(transport, "driver_name", "")
     timeout = {"connect_timeout": float(app.conf.broker_connection_timeout)}
     options = {"transport_options": dict(app.conf.broker_transport_options or {})}
-    if issubclass(transport, redis_transport.Transport):
-        return CeleryRedisClient(app, None, url=uri, **options, **timeout)
-    if issubclass(transport, kombu_redis.Transport):
-        return CeleryRedisClient(app, exact_order_transport(uri), url=uri, **options, **timeout)
-    if issubclass(transport, kombu_pyamqp.Transport):
+    if driver == "redis":
+        if uri.startswith("sentinel://"):
+            return CeleryRedisSentinelClient(app, exact_order_transport(uri), url=uri, **options, **timeout)
+        stock = None if name == REDIS_TRANSPORT else exact_order_transport(uri)
+        return CeleryRedisClient(app, stock, url=uri, **options, **timeout)
+    if driver == "amqp":
         return CeleryRabbitMQClient(app, None, url=uri, **timeout)
-    if issubclass(transport, memory_transport.Transport):
+    if name == MEMORY_TRANSPORT:
         return CeleryLocalClient(app, None, broker_id=vhost or "/", **timeout)
     raise ValueError(
         f"Orchestrator.from_celery supports Redis, RabbitMQ (py-amqp) and mindtrace-memory brokers, "

@@ -90,7 +90,7 @@ def test_job_three_times_longer_than_the_lease_runs_once(orchestrator: Orchestra
         orchestrator.publish(queue, job)
         wait_for(lambda: any(("done", job.id) in log_lines(log) for log in logs), 30)
         # one more lease past the end: a redelivery would have started by now
-        wait_for(lambda: orchestrator.count_queue_messages(queue) == 0 and orchestrator.unacked_counts() == {queue: 0}, 10)
+        wait_for(lambda: orchestrator.count_queue_messages(queue) == 0 and (orchestrator.unacked_counts() or {}).get(queue, 0) == 0, 10)
     finally:
         for worker in workers:
             stop(worker)
@@ -144,8 +144,8 @@ def test_short_lease_never_touches_another_consumers_jobs(orchestrator: Orchestr
                         seen.append(other.id)
             assert held.id not in seen
             assert sorted(seen) == sorted(job.id for job in others)
-            assert hasty.unacked_counts() == {queue: 1}
-        assert hasty.unacked_counts() == {queue: 0}
+            assert (hasty.unacked_counts() or {}).get(queue) == 1
+        assert (hasty.unacked_counts() or {}).get(queue, 0) == 0
         assert hasty.receive_message(queue) is None
     finally:
         patient.close()
@@ -185,6 +185,6 @@ def test_heartbeat_keeps_a_claim_alive_across_many_leases(orchestrator: Orchestr
                 assert observer.count_queue_messages(queue) == 0  # counting restores expired leases
                 ended.wait(0.25)
         assert observer.count_queue_messages(queue) == 0
-        assert observer.unacked_counts() == {queue: 0}
+        assert (observer.unacked_counts() or {}).get(queue, 0) == 0
     finally:
         observer.close()

@@ -84,7 +84,6 @@ def decode_payload(raw: bytes | str | Mapping[str, Any]) -> tuple[WireMessage, i
     with. Data that is not one (raw bytes pushed by hand, a broken body encoding) becomes an
     unparseable message holding the original bytes, which no consumer accepts: it is
     dead-lettered, never dropped."""
-    original = raw if isinstance(raw, bytes) else json.dumps(raw).encode() if isinstance(raw, Mapping) else raw.encode()
     try:
         payload = json.loads(raw) if isinstance(raw, (bytes, str)) else raw
         properties = payload["properties"]
@@ -102,4 +101,5 @@ def decode_payload(raw: bytes | str | Mapping[str, Any]) -> tuple[WireMessage, i
         )
         return message, int(properties.get("priority") or 0)
     except (ValueError, TypeError, KeyError, AttributeError, binascii.Error, LookupError):
+        original = raw if isinstance(raw, bytes) else str(raw).encode()
         return WireMessage(original, UNPARSEABLE_CONTENT_TYPE, "binary"), 0
