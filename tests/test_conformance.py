@@ -298,7 +298,7 @@ def test_undecodable_message_is_dead_lettered(
     orchestrator.declare_queue(queue_name)
     orchestrator.publish(queue_name, make_job(1))
     raw = OutgoingMessage(body, {"content_type": content_type, "content_encoding": "utf-8"})
-    orchestrator._send(queue_name, [raw], None)
+    orchestrator._send(queue_name, [orchestrator._encode(raw)], None)
     orchestrator.publish(queue_name, make_job(2))
     # Expect the good job, then a JobDecodeError naming the dead-letter queue, then the next job
     assert values(orchestrator, queue_name, 1) == [1]

@@ -1,26 +1,38 @@
-"""RabbitMQ transport: Kombu's py-amqp transport with publisher confirms awaited per batch.
+"""RabbitMQ transport and the py-amqp adapter of the RabbitMQ backend.
 
-Kombu's ``confirm_publish`` waits for the broker's confirm after every message. Inside
-``Producer.batch()`` this transport sends the messages back to back and waits once, at flush,
-until the broker has confirmed every one of them (a ``basic.nack`` raises
-``MessageNacked``; a mandatory message with no queue raises the broker's ``basic.return``):
-the same guarantee for a batch, for one confirm wait instead of one per message.
-Single publishes keep Kombu's behaviour.
+This is the one module where Kombu's and py-amqp's private members appear.
 
-Connection string: an ordinary ``amqp://`` URL with ``transport=mindtrace_kombu.transport.amqp:Transport``.
+* :class:`Transport` -- Kombu's py-amqp transport whose ``Producer.batch()`` sends the messages
+  back to back and waits once, at flush, until the broker has confirmed every one of them (a
+  ``basic.nack`` raises ``MessageNacked``; a mandatory message with no queue raises the broker's
+  ``basic.return``), instead of Kombu's wait after every message. Single publishes keep
+  Kombu's behaviour. URL: an ordinary ``amqp://`` URL with
+  ``transport=mindtrace_kombu.transport.amqp:Transport``.
+* :class:`SessionChannel` -- the channel of a backend session, on this transport or Kombu's
+  stock one (a Celery app's pool): bodies stay bytes, and :meth:`SessionChannel.publish` sends
+  pre-encoded messages in confirm mode and awaits the confirms once per call (1 round trip).
+* :func:`probe_queue_spec` -- which of several candidate specs an existing queue has, in 1
+  round trip (AMQP cannot read a queue's arguments, only check them, see its docstring).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Mapping, Sequence
 
+import amqp
+import kombu
 from amqp import spec
 from amqp.exceptions import MessageNacked
 from kombu.transport import pyamqp
 
-__all__ = ["Channel", "Connection", "Transport"]
+from ..backends.base import Delivery, Settlement, WireMessage
+from ..backends.wire import _PROPERTY_OPTIONS
+from ..queues import QueueSpec
+
+__all__ = ["Channel", "Connection", "SessionChannel", "Transport", "delivery", "probe_queue_spec", "settle"]
 
 _CONFIRMS = [spec.Basic.Ack, spec.Basic.Nack]
+_DECLARE_ARGS = "BsbbbbbF"  # ticket, queue, passive, durable, exclusive, auto_delete, nowait, arguments
 
 
 class Channel(pyamqp.Channel):  # type: ignore[misc]
@@ -33,6 +45,13 @@ class Channel(pyamqp.Channel):  # type: ignore[misc]
         self.nacked: set[int] = set()
         self.events["basic_ack"].add(self._confirmed)
         self.events["basic_nack"].add(self._refused)
+
+    def _do_revive(self) -> None:
+        # py-amqp reopens a channel the broker closed (404, 406): its confirm tags restart at 1
+        self.published = 0
+        self.unconfirmed.clear()
+        self.nacked.clear()
+        super()._do_revive()
 
     def _basic_publish(self, *args: Any, **kwargs: Any) -> Any:
         if self._confirm_selected:
@@ -99,3 +118,198 @@ class Transport(pyamqp.Transport):  # type: ignore[misc]
     """Kombu's py-amqp transport with batched publisher confirms."""
 
     Connection = Connection
+
+
+# -- the backend's adapter -------------------------------------------------------------------------
+
+
+class SessionChannel:
+    """A py-amqp channel (:attr:`raw`) opened on a Kombu connection for a backend session.
+
+    Bodies are not decoded (``auto_decode`` off), so messages pass through byte for byte.
+    ``basic.return`` is recorded, not raised in the middle of whatever frame read meets it, and
+    raised by the :meth:`publish` whose confirms it precedes. Works on this transport and on
+    Kombu's stock py-amqp one, whatever the connection's ``confirm_publish`` option.
+    """
+
+    def __init__(self, connection: kombu.Connection) -> None:
+        raw = connection.channel()
+        raw.auto_decode = False
+        raw.events["basic_ack"].add(self._on_ack)
+        raw.events["basic_nack"].add(self._on_nack)
+        raw.events["basic_return"].add(self._on_return)
+        self.raw: Any = raw
+        self._published = 0
+        self._unconfirmed: set[int] = set()
+        self._nacked = 0
+        self._returned: list[Exception] = []
+
+    @property
+    def is_open(self) -> bool:
+        """False once closed, by us or for good by the broker; py-amqp reopens a channel the
+        broker closed with a channel error (404, 406) before it raises."""
+        return bool(self.raw.is_open and self.raw.connection is not None)
+
+    def publish(self, routing_key: str, messages: Sequence[WireMessage], priority: int | None) -> None:
+        """Publish ``messages`` in order to the default exchange, persistent and mandatory,
+        then wait once until the broker confirmed all of them (1 round trip; +1 for
+        ``confirm.select`` on a new channel). Raises the broker's ``basic.return`` (312
+        NO_ROUTE: no such queue) or ``MessageNacked``; a prefix may have been published."""
+        raw = self.raw
+        if not raw._confirm_selected:  # a new channel, or one py-amqp reopened: tags restart at 1
+            raw.confirm_select()
+            raw._confirm_selected = True
+            self._published, self._nacked = 0, 0
+            self._unconfirmed.clear()
+            self._returned.clear()
+        for message in messages:
+            raw._basic_publish(
+                _amqp_message(message, priority), exchange="", routing_key=routing_key, mandatory=True
+            )
+            self._published += 1
+            self._unconfirmed.add(self._published)
+        while self._unconfirmed:
+            raw.wait(_CONFIRMS)
+        returned, self._returned = self._returned, []
+        nacked, self._nacked = self._nacked, 0
+        if returned:
+            raise returned[0]
+        if nacked:
+            raise MessageNacked(f"the broker refused {nacked} of {len(messages)} messages")
+
+    def close(self) -> None:
+        """Close the channel (1 round trip); the broker requeues its unacknowledged messages."""
+        if self.is_open:
+            self.raw.close()
+
+    def _settle(self, delivery_tag: int, multiple: bool) -> int:
+        settled = {tag for tag in self._unconfirmed if tag <= delivery_tag} if multiple else {delivery_tag}
+        self._unconfirmed -= settled
+        return len(settled)
+
+    def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
+        self._settle(delivery_tag, multiple)
+
+    def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
+        self._nacked += self._settle(delivery_tag, multiple)
+
+    def _on_return(self, exc: Exception, exchange: str, routing_key: str, message: Any) -> None:
+        self._returned.append(exc)
+
+
+def _amqp_message(message: WireMessage, priority: int | None) -> amqp.Message:
+    """The py-amqp message ``Producer.publish`` would build for ``message`` (persistent):
+    same body bytes, content type, encoding, headers and properties (``expiration`` in
+    seconds, as Kombu takes it)."""
+    properties = dict(message.properties)
+    if properties.get("expiration") is not None:
+        properties["expiration"] = str(int(float(properties["expiration"]) * 1000))
+    return amqp.Message(
+        message.body, priority=priority or 0, content_type=message.content_type,
+        content_encoding=message.content_encoding, application_headers=dict(message.headers),
+        delivery_mode=2, **properties,
+    )
+
+
+def _wire_message(raw: Any) -> WireMessage:
+    """The :class:`WireMessage` of a message received on a channel that does not decode bodies
+    (inverse of :func:`_amqp_message`)."""
+    properties: Mapping[str, Any] = raw.properties
+    extra = {key: properties[key] for key in _PROPERTY_OPTIONS if properties.get(key) is not None}
+    if "expiration" in extra:
+        extra["expiration"] = int(extra["expiration"]) / 1000
+    return WireMessage(
+        bytes(raw.body), properties.get("content_type") or "application/data",
+        properties.get("content_encoding") or "binary",
+        dict(properties.get("application_headers") or {}), extra,
+    )
+
+
+def delivery(queue: str, raw: Any, settle: Callable[[Delivery, Settlement], None] | None) -> Delivery:
+    """The :class:`Delivery` of a py-amqp message from ``basic.get`` or ``basic.deliver``;
+    ``priority`` is the property as published (RabbitMQ orders by it capped, but keeps it)."""
+    info = raw.delivery_info
+    return Delivery(
+        queue, _wire_message(raw), priority=raw.properties.get("priority"),
+        redelivered=bool(info.get("redelivered")), tag=info["delivery_tag"], settle=settle,
+    )
+
+
+def settle(channel: Any, delivery_tag: int, how: Settlement) -> None:
+    """``basic.ack``, ``basic.reject`` or ``basic.reject(requeue=True)``: one frame, no answer."""
+    if how is Settlement.ACK:
+        channel.basic_ack(delivery_tag)
+    else:
+        channel.basic_reject(delivery_tag, requeue=how is Settlement.REQUEUE)
+
+
+# -- spec probing ----------------------------------------------------------------------------------
+
+
+class _ProbeChannel(amqp.Channel):  # type: ignore[misc]
+    """A channel that sends ``channel.open`` and ``queue.declare`` without waiting and records
+    the answer: declare-ok, or the broker closing the channel (406)."""
+
+    def __init__(self, connection: Any, candidate: QueueSpec) -> None:
+        super().__init__(connection, auto_decode=False)
+        self.candidate = candidate
+        self.matched = False  # declare-ok: the queue has this spec
+        self.refused = False  # the broker closed the channel: it has not
+
+    def _setup_listeners(self) -> None:
+        super()._setup_listeners()
+        self._callbacks[spec.Queue.DeclareOk] = self._on_declare_ok
+
+    def send_probe(self) -> None:
+        name, arguments = self.candidate.name, self.candidate.arguments()
+        self.send_method(spec.Channel.Open, "s", ("",))
+        self.send_method(spec.Queue.Declare, _DECLARE_ARGS, (0, name, False, True, False, False, False, arguments))
+
+    def send_close(self) -> None:
+        """Close without waiting: the close-ok is read by the connection's next wait, which
+        frees the channel id (:meth:`_on_close_ok`)."""
+        self.send_method(spec.Channel.Close, "BsBB", (0, "", 0, 0))
+
+    def _on_declare_ok(self, *args: Any) -> None:
+        self.matched = True
+
+    def _on_close(self, reply_code: int, reply_text: str, class_id: int, method_id: int) -> None:
+        # The broker refused the candidate. Acknowledge and free the id (py-amqp would reopen
+        # the channel and raise). Never close such a channel ourselves: RabbitMQ does not
+        # always answer a close that crosses its own.
+        self.refused = True
+        self.send_method(spec.Channel.CloseOk)
+        self.collect()
+
+
+def probe_queue_spec(
+    connection: kombu.Connection, candidates: Sequence[QueueSpec], *, timeout: float | None = None
+) -> QueueSpec | None:
+    """The candidate an existing queue was declared with, or None when none matches.
+
+    AMQP has no command that reads a queue's arguments, but RabbitMQ accepts a declare that
+    matches the queue and refuses any other with 406, which closes the channel. So each
+    candidate gets a fresh channel: every channel's ``channel.open`` and ``queue.declare``
+    (durable, the candidate's arguments) are sent at once, then all the answers read -- one
+    round trip for up to ``channel_max`` candidates. The refused channels are closed by the
+    broker; the one that matched is closed without waiting. The caller must know that the
+    queue exists (a passive declare): a declare of a missing queue would create it.
+
+    Args:
+        connection: an open connection; its other channels are not touched.
+        candidates: specs of one queue name.
+        timeout: seconds to wait for each answer (``socket.timeout`` after that).
+    """
+    raw = connection.connection
+    room = max(1, raw.channel_max - len(raw._used_channel_ids))
+    for start in range(0, len(candidates), room):
+        probes = [_ProbeChannel(raw, candidate) for candidate in candidates[start : start + room]]
+        for probe in probes:
+            probe.send_probe()
+        while not all(probe.matched or probe.refused for probe in probes):
+            raw.drain_events(timeout=timeout)
+        for probe in probes:
+            if probe.matched:
+                probe.send_close()
+                return probe.candidate
+    return None
