@@ -1,7 +1,7 @@
 """Command line: ``python -m benchmarks [--quick] [--backends local,redis,rabbitmq] [--n N] [--json PATH]``.
 
-Runs every baseline and project scenario on the chosen backends in one process, then prints the
-rate table and the ratio table. Progress goes to stderr. The exit status is 1 when a scenario
+Runs every baseline, Celery end-to-end and project scenario on the chosen backends in one
+process, then prints the rate table and the ratio table. Progress goes to stderr. The exit status is 1 when a scenario
 failed; skipped scenarios (an optional package or a project module not there yet) do not count.
 """
 
@@ -15,12 +15,14 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from benchmarks import baselines
+from benchmarks import baselines, celery_e2e
 from benchmarks.harness import Ratio, Result, Scenario, Settings, Skipped, print_report, to_json
 from benchmarks.names import (
     AMQP_GET,
     AMQP_PUBLISH,
     AMQP_PUBLISH_CONFIRMED,
+    CELERY_E2E_OURS,
+    CELERY_E2E_STOCK,
     CELERY_SEND_TASK,
     KOMBU_CONSUME,
     KOMBU_GET,
@@ -67,6 +69,11 @@ def ratios(backends: Sequence[str]) -> list[Ratio]:
             Ratio("receive / raw RPOP", redis(RECEIVE), redis(RPOP)),
             Ratio("receive / stock Kombu get+ack", redis(RECEIVE), redis(KOMBU_GET)),
             Ratio("priority cost large/small backlog", redis(PRIORITY_SMALL), redis(PRIORITY_BIG)),
+            Ratio(
+                "celery prefork e2e mindtrace-redis / stock",
+                redis(CELERY_E2E_OURS),
+                redis(CELERY_E2E_STOCK),
+            ),
         ],
         "rabbitmq": [
             Ratio("publish (confirms) / raw unconfirmed", rabbit(PUBLISH), rabbit(AMQP_PUBLISH)),
@@ -104,7 +111,8 @@ def run(
     notes: list[str] = []
     failed = False
     for backend in backends:
-        for scenario in baselines.scenarios(backend) + project(backend):
+        scenarios = baselines.scenarios(backend) + celery_e2e.scenarios(backend) + project(backend)
+        for scenario in scenarios:
             print(f"[{backend}] {scenario.label} ...", end="", file=sys.stderr, flush=True)
             started = time.perf_counter()
             try:

@@ -18,6 +18,10 @@ KOMBU_CONSUME = "kombu consume+ack"
 CELERY_SEND_TASK = "celery send_task"
 RQ_ENQUEUE = "rq enqueue"
 
+# Celery end to end, stock Redis transport vs mindtrace-redis (benchmarks.celery_e2e).
+CELERY_E2E_STOCK = "celery prefork e2e, stock redis"
+CELERY_E2E_OURS = "celery prefork e2e, mindtrace-redis"
+
 # The project (benchmarks.project).
 PUBLISH = "project publish"
 PUBLISH_MANY = "project publish_many"
