@@ -23,6 +23,7 @@ from types import ModuleType
 from typing import Any, Callable, Mapping
 
 from kombu.connection import Connection
+from kombu.utils.url import maybe_sanitize_url
 from kombu.entity import Exchange, Queue
 
 from .clients import Client, LocalClient, RabbitMQClient, RedisClient, RedisSentinelClient
@@ -301,7 +302,10 @@ class CeleryRedisClient(CeleryClient, RedisClient):
 
 
 class CeleryRabbitMQClient(CeleryClient, RabbitMQClient):
-    """The app's RabbitMQ broker; publisher confirms follow the app's ``confirm_publish`` option."""
+    """The app's RabbitMQ broker. Each operation borrows a connection from the app's pool and
+    gives it back when it ends, so the orchestrator never holds the app's connections idle."""
+
+    idle_sessions = 0
 
 
 class CeleryRedisSentinelClient(CeleryClient, RedisSentinelClient):
@@ -323,7 +327,8 @@ def celery_client(app: Any) -> CeleryClient:
     """
     accept_jobs(app)
     probe = app.connection_for_write()
-    transport, uri, vhost = probe.get_transport_cls(), probe.as_uri(), probe.virtual_host
+    transport, uri, vhost = probe.get_transport_cls(), probe.as_uri(include_password=True), probe.virtual_host
+    ssl = bool(probe.ssl)
     probe.release()
     driver, name = getattr(transport, "driver_type", ""), getattr(transport, "driver_name", "")
     timeout = {"connect_timeout": float(app.conf.broker_connection_timeout)}
@@ -332,13 +337,14 @@ def celery_client(app: Any) -> CeleryClient:
         if uri.startswith("sentinel://"):
             return CeleryRedisSentinelClient(app, exact_order_transport(uri), url=uri, **options, **timeout)
         stock = None if name == REDIS_TRANSPORT else exact_order_transport(uri)
-        return CeleryRedisClient(app, stock, url=uri, **options, **timeout)
+        server = f"{'rediss' if ssl else 'redis'}://{uri.partition('://')[2]}"
+        return CeleryRedisClient(app, stock, url=server, **options, **timeout)
     if driver == "amqp":
         return CeleryRabbitMQClient(app, None, url=uri, **timeout)
     if name == MEMORY_TRANSPORT:
         return CeleryLocalClient(app, None, broker_id=vhost or "/", **timeout)
     raise ValueError(
         f"Orchestrator.from_celery supports Redis, RabbitMQ (py-amqp) and mindtrace-memory brokers, "
-        f"not {transport.__module__}.{transport.__qualname__} ({uri}); for Celery's in-process broker "
+        f"not {transport.__module__}.{transport.__qualname__} ({maybe_sanitize_url(uri)}); for Celery's in-process broker "
         f"set broker_transport = 'mindtrace-memory'"
     )

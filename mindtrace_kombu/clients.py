@@ -123,8 +123,8 @@ class RedisClient(Client):
         if url is None:
             auth = f"{quote(username or '', safe='')}:{quote(password, safe='')}@" if password else ""
             url = f"{'rediss' if ssl else 'redis'}://{auth}{host}:{port}/{db}"
-        url, from_query = _split_store_options(url)
         super().__init__(url, **kwargs)
+        self._server_url, from_query = _split_store_options(url)
         self.transport_options = {**from_query, **(transport_options or {})}
 
     @property
@@ -146,14 +146,14 @@ class RedisClient(Client):
 
     def connection(self) -> kombu.Connection:
         return kombu.Connection(
-            self._url, transport=self.transport_class,
+            self._server_url, transport=self.transport_class,
             ssl=self._url.startswith("rediss"), connect_timeout=self.connect_timeout,
             transport_options={**self._socket_options(), **self.transport_options},
         )
 
     def redis_client(self) -> Any:
         """A redis-py client (with its own connection pool) for this broker."""
-        return redis.Redis.from_url(self._url.replace("redis+socket://", "unix://", 1), **self._socket_options())
+        return redis.Redis.from_url(self._server_url.replace("redis+socket://", "unix://", 1), **self._socket_options())
 
     def open_backend(self) -> Backend:
         store = RedisStore(self.redis_client(), self.namespace, lease_timeout=self.lease_timeout)
@@ -168,7 +168,7 @@ class RedisSentinelClient(RedisClient):
 
     def redis_client(self) -> Any:
         """A client of the master the sentinels elect (re-resolved when it fails over)."""
-        nodes = [urlsplit(part) for part in self._url.split(";")]
+        nodes = [urlsplit(part) for part in self._server_url.split(";")]
         sentinel = Sentinel(
             [(node.hostname or "localhost", node.port or 26379) for node in nodes],
             sentinel_kwargs={"password": nodes[0].password} if nodes[0].password else None,
@@ -182,6 +182,8 @@ class RabbitMQClient(Client):
     """RabbitMQ backend through py-amqp: durable queues, persistent messages, publisher confirms."""
 
     backend = BackendType.RABBITMQ
+    #: Sessions (connection, channel) kept open between operations for reuse.
+    idle_sessions: ClassVar[int] = 4
     supported_types = frozenset({QueueType.FIFO, QueueType.PRIORITY})
     unsupported_hint = (
         "RabbitMQ has no LIFO queues: use queue_type='fifo', or 'priority' with rising priorities, "
@@ -219,7 +221,8 @@ class RabbitMQClient(Client):
 
     def open_backend(self) -> Backend:
         return AmqpBackend(
-            self.connection, url=self.url, management_port=self.management_port, connect_timeout=self.connect_timeout
+            self.connection, url=self.url, management_port=self.management_port,
+            connect_timeout=self.connect_timeout, max_idle=self.idle_sessions,
         )
 
 

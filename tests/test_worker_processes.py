@@ -17,12 +17,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import redis
 
 from mindtrace_kombu import Orchestrator
+from mindtrace_kombu.backends.redis import RedisBackend
 from mindtrace_kombu.clients import RedisClient
 
-from .conftest import AMQP_URL, REDIS_URL, make_client, make_job, unique
+from .conftest import AMQP_URL, make_client, make_job, unique
 
 pytestmark = pytest.mark.timeout(180)
 ROOT = Path(__file__).resolve().parents[1]
@@ -243,8 +243,9 @@ def test_sigterm_finishes_the_job_and_returns_prefetched(backend: str, tmp_path:
 def test_redis_raw_bytes_are_dead_lettered_by_the_worker() -> None:
     orchestrator = Orchestrator(make_client("redis"))
     with scratch_queue(orchestrator, "raw") as queue:
-        # Given raw bytes that are no Kombu message, pushed by someone else, before a good job
-        redis.Redis.from_url(REDIS_URL).lpush(queue, b"\xff\x00 not kombu")
+        # Given raw bytes that are no Kombu message, put in the store by someone else, before a good job
+        assert isinstance(orchestrator.backend, RedisBackend)
+        orchestrator.backend.store.put(queue, [(b"\xff\x00 not kombu", 0)])
         orchestrator.publish(queue, make_job(1))
         seen: list[int] = []
         # When a worker drains the queue
