@@ -35,7 +35,7 @@ from pydantic import BaseModel
 
 from .backends.base import Consumer, Delivery
 from .core import OutgoingMessage, QueueOperations
-from .errors import BrokerUnavailable, JobDecodeError
+from .errors import BrokerUnavailable, JobDecodeError, QueueNotFound
 from .models import ExecutionStatus, Job, JobOutput
 from .queues import QueueType
 
@@ -342,7 +342,13 @@ class Worker:
     def _drained(self) -> bool:
         with self._lock:
             busy = bool(self._pending or self._delayed)
-        return not busy and all(self.orchestrator.count_queue_messages(queue) == 0 for queue in self.queues)
+        return not busy and all(self._ready(queue) == 0 for queue in self.queues)
+
+    def _ready(self, queue: str) -> int:
+        try:
+            return self.orchestrator.count_queue_messages(queue)
+        except QueueNotFound:
+            return 0  # deleted while consumed: nothing left in it
 
     # -- per message -----------------------------------------------------------------------------
 

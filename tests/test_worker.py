@@ -13,7 +13,7 @@ from mindtrace_kombu.queues import dead_letter_queue_name
 from mindtrace_kombu.serialization import CONTENT_TYPE, dumps
 from mindtrace_kombu.worker import JobEvent, Worker
 
-from .conftest import make_job
+from .conftest import make_job, unique
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -224,3 +224,28 @@ def test_unacked_counts_where_the_broker_reports_them(orchestrator: Orchestrator
             assert counts is None or queue_name in counts
     after = orchestrator.unacked_counts()
     assert after is None or after.get(queue_name, 0) == 0
+
+
+def test_deleting_one_of_a_workers_queues_leaves_the_others_flowing(
+    orchestrator: Orchestrator, backend: str, queue_name: str
+) -> None:
+    # Given a worker on two queues, and a handler that deletes the second queue at its first job
+    other = unique("other")
+    orchestrator.declare_queue(queue_name)
+    orchestrator.declare_queue(other)
+    orchestrator.publish_many(queue_name, [make_job(n) for n in range(5)])
+    orchestrator.publish_many(other, [make_job(n) for n in range(10, 15)])
+    done: list[int] = []
+
+    def handler(job: Job) -> None:
+        if not done:
+            orchestrator.delete_queue(other)
+        done.append(job.payload.input.value)  # type: ignore[attr-defined]
+
+    # When it runs until its queues are empty
+    stats = orchestrator.consume([queue_name, other], handler, until_empty=True)
+    # Expect every job of the remaining queue done and acknowledged, and the worker alive to the end
+    assert set(range(5)) <= set(done)
+    assert stats.completed == len(done)
+    assert orchestrator.count_queue_messages(queue_name) == 0
+    assert (orchestrator.unacked_counts() or {}).get(queue_name, 0) == 0

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import selectors
 import socket
 import threading
@@ -54,6 +55,8 @@ from .errors import translate_errors
 from .sessions import KombuSession, SessionPool
 
 __all__ = ["AmqpBackend", "AmqpConsumer"]
+
+logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 _Session = KombuSession[SessionChannel]
@@ -289,6 +292,7 @@ class AmqpConsumer:
         self._tags: list[str] = []
         self._waiting = 0  # threads waiting on the socket
         self._closed = self._broken = False
+        self._deleted: str | None = None  # every consumed queue was deleted; the last one
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -305,7 +309,9 @@ class AmqpConsumer:
                 self._selector.register(self._raw.sock, selectors.EVENT_READ)
             for queue in queues:
                 with translate_errors(url, queue):
-                    self._tags.append(channel.basic_consume(queue, callback=partial(self._on_message, queue)))
+                    self._tags.append(channel.basic_consume(
+                        queue, callback=partial(self._on_message, queue), on_cancel=partial(self._on_cancel, queue)
+                    ))
         except BaseException:
             self._closed = True
             self._release()
@@ -366,6 +372,8 @@ class AmqpConsumer:
     def _check(self) -> None:
         if self._broken:
             raise BrokerUnavailable(self._url, f"the connection consuming {self._label} broke")
+        if self._deleted is not None:
+            raise QueueNotFound(self._deleted)
 
     def _pump(self) -> None:
         """Dispatch every frame that can be read without waiting (py-amqp may buffer part of
@@ -381,6 +389,15 @@ class AmqpConsumer:
 
     def _on_message(self, queue: str, raw: Any) -> None:
         self._buffer.append(delivery(queue, raw, self._settle))
+
+    def _on_cancel(self, queue: str, tag: str) -> None:
+        """The broker cancelled a consumer (its queue was deleted): consume the others; with
+        none left, :meth:`fetch` raises :class:`QueueNotFound`."""
+        logger.warning("queue %r was deleted; consuming the %d others", queue, len(self._tags) - 1)
+        if tag in self._tags:
+            self._tags.remove(tag)
+        if not self._tags:
+            self._deleted = queue
 
     def _settle(self, message: Delivery, how: Settlement) -> None:
         with self._lock:

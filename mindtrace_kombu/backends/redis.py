@@ -14,11 +14,13 @@ long as it needs and returns within ``lease_timeout`` of its consumer's death.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections import defaultdict
 from typing import Any, Iterable, Sequence
 
+from ..errors import QueueNotFound
 from ..queues import QueueSpec
 from ..redis_store import Lease, RedisStore, Stored
 from .base import Delivery, Settlement, WireMessage
@@ -26,6 +28,8 @@ from .errors import translate_errors
 from .wire import decode_payload, delivery_tag, encode_payload
 
 __all__ = ["RedisBackend", "RedisConsumer"]
+
+logger = logging.getLogger(__name__)
 
 #: Longest single BRPOP of an idle consumer; must stay below the client's socket timeout.
 MAX_WAIT = 1.0
@@ -186,14 +190,27 @@ class RedisConsumer:
         deliveries: list[Delivery] = []
         for queue in order:
             acks, requeues = self._pop_settlements(queue)
-            with self.backend.errors(queue):
-                found = self.lease.take(queue, room - len(deliveries), acks=acks, requeues=requeues)
+            try:
+                with self.backend.errors(queue):
+                    found = self.lease.take(queue, room - len(deliveries), acks=acks, requeues=requeues)
+            except QueueNotFound:
+                self._forget_queue(queue)
+                continue
             deliveries += (_delivery(stored, self._settle) for stored in found)
             if len(deliveries) >= room:
                 break
         with self._lock:
             self._unsettled += len(deliveries)
         return deliveries
+
+    def _forget_queue(self, queue: str) -> None:
+        """A consumed queue was deleted (its messages with it): consume the others; with none
+        left, raise :class:`QueueNotFound`."""
+        logger.warning("queue %r was deleted; consuming %d other queues", queue, len(self.queues) - 1)
+        self.queues.remove(queue)
+        self._next = 0
+        if not self.queues:
+            raise QueueNotFound(queue)
 
     def _wait(self, timeout: float) -> str | None:
         self._flush()
@@ -226,8 +243,11 @@ class RedisConsumer:
             queues = set(self._acks) | set(self._requeues)
         for queue in queues:
             acks, requeues = self._pop_settlements(queue)
-            with self.backend.errors(queue):
-                self.lease.settle(queue, acks=acks, requeues=requeues)
+            try:
+                with self.backend.errors(queue):
+                    self.lease.settle(queue, acks=acks, requeues=requeues)
+            except QueueNotFound:
+                pass  # deleted with its messages: nothing left to settle
 
     def close(self) -> None:
         """Send the settlements, then give back what is still held (first in line, in order)."""
