@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -17,8 +18,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import redis
 
-from mindtrace_kombu import Orchestrator
+from mindtrace_kombu import Orchestrator, Worker
 from mindtrace_kombu.backends.redis import RedisBackend
 from mindtrace_kombu.clients import RedisClient
 
@@ -254,3 +256,34 @@ def test_redis_raw_bytes_are_dead_lettered_by_the_worker() -> None:
         assert seen == [1] and stats.dead_lettered == 1
         [letter] = orchestrator.dead_letters(queue)
         assert letter.body == b"\xff\x00 not kombu" and "raw bytes" in letter.reason
+
+
+def test_idle_redis_worker_waits_instead_of_polling(own_redis: tuple[str, callable]) -> None:  # type: ignore[valid-type]
+    """Given a worker with 4 threads, one of them running a 2 s job and its queue otherwise
+    empty, expect a handful of Redis commands while the job runs (blocking waits, no polling)."""
+    url, _ = own_redis
+    orchestrator = Orchestrator(RedisClient(url=url))
+    server = redis.Redis.from_url(url)
+    queue = unique("idle")
+    orchestrator.declare_queue(queue)
+    started, release = threading.Event(), threading.Event()
+
+    def handler(job: object) -> None:
+        started.set()
+        release.wait(10)
+
+    worker = Worker(orchestrator, queue, handler, concurrency=4)
+    runner = threading.Thread(target=worker.run)
+    orchestrator.publish(queue, make_job(1))
+    runner.start()
+    assert started.wait(10)
+    before = server.info("stats")["total_commands_processed"]
+    window = threading.Timer(2.0, release.set)
+    window.start()
+    window.join()
+    during = server.info("stats")["total_commands_processed"] - before - 1  # minus this INFO
+    worker.stop()
+    runner.join(10)
+    assert not runner.is_alive() and worker.stats.completed == 1
+    assert during < 30, f"{during} Redis commands in 2 s while idle"
+    orchestrator.close()
