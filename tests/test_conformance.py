@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 
+import kombu
 import pytest
 
 from mindtrace_kombu import (
@@ -22,6 +23,7 @@ from mindtrace_kombu import (
 )
 from mindtrace_kombu.clients import Client
 from mindtrace_kombu.orchestrator import OutgoingMessage
+from mindtrace_kombu.serialization import SERIALIZER
 
 from .conftest import SampleInput, make_client, make_job, unique
 
@@ -409,3 +411,39 @@ def test_a_queue_recreated_elsewhere_with_priorities_accepts_them(client: Client
     second.delete_queue(queue_name)
     first.close()
     second.close()
+
+
+INTERNAL_LOOKING_NAMES = [
+    "mindtrace.unacked", "mindtrace.seq", "mindtrace.queues", "mindtrace:queues", "mindtrace:q:{x}:meta",
+    "x}:ready", "_kombu.binding.celery", "unacked", "a{b}c", "50%{",
+]
+
+
+@pytest.mark.parametrize("name", INTERNAL_LOOKING_NAMES)
+def test_names_of_internal_keys_are_ordinary_queues(orchestrator: Orchestrator, name: str) -> None:
+    """Given queues named like the package's (or Kombu's) own keys, each is an ordinary queue:
+    its jobs stay its own, and every other queue keeps working."""
+    neighbour = unique("neighbour")
+    orchestrator.declare_queue(neighbour, queue_type="priority")
+    orchestrator.declare_queue(name, queue_type="priority", max_priority=3)
+    orchestrator.publish(name, make_job(1), priority=1)
+    orchestrator.publish(name, make_job(2), priority=3)
+    orchestrator.publish(neighbour, make_job(9), priority=2)
+    assert name in {spec.name for spec in orchestrator.list_queues()} | set(orchestrator._specs)
+    assert orchestrator.count_queue_messages(name) == 2
+    assert values(orchestrator, name, 2) == [2, 1]
+    assert values(orchestrator, neighbour, 1) == [9]
+    orchestrator.delete_queue(name)
+    assert orchestrator.count_queue_messages(neighbour) == 0
+
+
+def test_a_kombu_publish_above_max_priority_counts_as_max(client: Client, orchestrator: Orchestrator, queue_name: str) -> None:
+    """Given a priority queue with max_priority 5, when a plain Kombu producer publishes with
+    priorities 9, 5 and 4, then 9 is served as 5 (in publish order with the other 5), as RabbitMQ
+    does, on every backend."""
+    orchestrator.declare_queue(queue_name, max_priority=5)
+    with client.connection() as connection:
+        producer = kombu.Producer(connection, serializer=SERIALIZER, auto_declare=False)
+        for value, priority in [(1, 9), (2, 5), (3, 4)]:
+            producer.publish(make_job(value), exchange="", routing_key=queue_name, priority=priority)
+    assert values(orchestrator, queue_name, 3) == [1, 2, 3]

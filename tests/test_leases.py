@@ -188,3 +188,32 @@ def test_heartbeat_keeps_a_claim_alive_across_many_leases(orchestrator: Orchestr
         assert (observer.unacked_counts() or {}).get(queue, 0) == 0
     finally:
         observer.close()
+
+
+def test_two_keyprefix_tenants_never_see_each_other() -> None:
+    """Given two apps on one Redis database with different ``global_keyprefix`` values, the same
+    queue name is two queues: jobs, in-flight records and listings stay apart."""
+    make_client("redis")
+    tenants = [Orchestrator.from_url(f"{REDIS_TEST_URL}{unique('tenant')}:") for _ in range(2)]
+    first, second = tenants
+    queue = unique("shared-name")
+    try:
+        first.declare_queue(queue, queue_type="priority")
+        second.declare_queue(queue, queue_type="stack")  # no mismatch: another tenant's queue
+        first.publish_many(queue, [make_job(n) for n in range(3)])
+        with first.claim(queue) as job:
+            assert job is not None
+            assert second.count_queue_messages(queue) == 0
+            assert (second.unacked_counts() or {}).get(queue, 0) == 0
+            assert (first.unacked_counts() or {}).get(queue) == 1
+        assert [spec.describe() for spec in first.list_queues() if spec.name == queue] == ["priority(max_priority=10)"]
+        assert [spec.describe() for spec in second.list_queues() if spec.name == queue] == ["stack"]
+        second.delete_queue(queue)
+        assert first.count_queue_messages(queue) == 2
+    finally:
+        for tenant in tenants:
+            try:
+                tenant.delete_queue(queue)
+            except KeyError:
+                pass
+            tenant.close()
