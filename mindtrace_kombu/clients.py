@@ -169,13 +169,13 @@ class RedisSentinelClient(RedisClient):
     def redis_client(self) -> Any:
         """A client of the master the sentinels elect (re-resolved when it fails over)."""
         nodes = [urlsplit(part) for part in self._server_url.split(";")]
-        sentinel = Sentinel(
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
             [(node.hostname or "localhost", node.port or 26379) for node in nodes],
             sentinel_kwargs={"password": nodes[0].password} if nodes[0].password else None,
             **self._socket_options(),
         )
         db = int((nodes[-1].path or "/0").strip("/") or 0)
-        return sentinel.master_for(str(self.transport_options.get("master_name", "mymaster")), db=db)
+        return sentinel.master_for(str(self.transport_options.get("master_name", "mymaster")), db=db)  # type: ignore[no-untyped-call]
 
 
 class RabbitMQClient(Client):

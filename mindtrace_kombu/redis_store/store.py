@@ -110,7 +110,9 @@ class RedisStore:
         except NoScriptError:
             self.client.script_load(_DECLARE.source)
             return self.declare(spec)
-        return _spec(spec.name, stored)
+        found = _spec(spec.name, stored)
+        assert found is not None  # the script stored it
+        return found
 
     def spec(self, queue: str) -> QueueSpec | None:
         """The spec of ``queue``, or None when it was never declared."""
