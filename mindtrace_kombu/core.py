@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import threading
 import time
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence, TypeVar
 
@@ -78,14 +77,12 @@ class QueueOperations:
             self.routes[JobType(job_type)] = validate_queue_name(queue)
         self._specs: dict[str, QueueSpec] = {}
         self._worked = False  # an operation succeeded: later broken connections are retried
-        self._closed = threading.Event()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.client!r})"
 
     def close(self) -> None:
         """Release every connection; messages taken and not settled go back to their queues."""
-        self._closed.set()
         self.backend.close()
 
     def _run(self, operation: Callable[[], _T]) -> _T:
