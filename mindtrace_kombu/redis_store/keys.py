@@ -13,7 +13,7 @@ key                                    type    contents
 ``<ns>:q:{<queue>}:wake``              list    a token per ready message, for BRPOP
 ``<ns>:q:{<queue>}:leases``            zset    lease id -> deadline (ms) while it holds messages
 ``<ns>:q:{<queue>}:inflight``          zset    ``<lease>|<score>|<id>`` of messages in flight
-``<ns>:binding:<exchange>``            set     Kombu exchange bindings (the Kombu transport)
+``<ns>:binding:<exchange>``            zset    Kombu exchange bindings -> deadline (the Kombu transport)
 ``<ns>:fanout:<exchange>``             pubsub  Kombu fanout messages (the Kombu transport)
 =====================================  ======  ===============================================
 

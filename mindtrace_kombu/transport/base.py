@@ -1,34 +1,42 @@
-"""Behaviour shared by this package's virtual transports (memory and Redis).
+"""What this package's Kombu transports share: AMQP-like answers and the stored payload format.
 
 Kombu's virtual ``Channel`` knows queues only through its primitives (``_new_queue``, ``_put``,
 ``_get``, ``_size``, ``_purge``, ``_delete``, ``_has_queue``). :class:`ExactOrderChannelMixin`
-adds what exact semantics need on top, once for both transports:
+adds what exact semantics need on top:
 
 * the queue's :class:`~mindtrace_kombu.queues.QueueSpec` is stored by the broker at declare time
   (``_store_spec``) and read back by any process (``queue_spec``);
-* re-declaring with another spec fails with ``PreconditionFailed`` (406), as RabbitMQ does;
-* primitives on an undeclared queue fail with ``NotFound`` (404), as RabbitMQ does;
-* ``queue_delete`` deletes by name, not through the bindings this process happens to know.
+* re-declaring with another spec fails with py-amqp's ``PreconditionFailed`` (406), as RabbitMQ
+  does; primitives on an undeclared queue fail with its ``NotFound`` (404);
+* a passive declare is one ``_size`` call, which raises the 404 itself.
+
+Stored payloads are Kombu's virtual-transport JSON (:mod:`mindtrace_kombu.backends.wire`);
+:func:`parse_payload` reads one, and :func:`unparseable_message` wraps whatever is not one so
+that it is dead-lettered instead of dropped.
 """
 
 from __future__ import annotations
 
 import base64
-import itertools
-import os
-import uuid
+import binascii
 from typing import Any
 
 from amqp.exceptions import NotFound, PreconditionFailed
 from amqp.protocol import queue_declare_ok_t
+from kombu.utils.json import loads
 
+from ..backends.base import UNPARSEABLE_CONTENT_TYPE
+from ..backends.wire import delivery_tag
 from ..queues import QueueSpec
 
-__all__ = ["UNPARSEABLE_CONTENT_TYPE", "ExactOrderChannelMixin", "queue_not_found", "unparseable_message"]
-
-#: Content type given to raw broker data that is not a Kombu message; no consumer accepts it,
-#: so it is dead-lettered with its bytes intact instead of being dropped.
-UNPARSEABLE_CONTENT_TYPE = "application/x-mindtrace-unparseable"
+__all__ = [
+    "UNPARSEABLE_CONTENT_TYPE",
+    "ExactOrderChannelMixin",
+    "parse_payload",
+    "precondition_failed",
+    "queue_not_found",
+    "unparseable_message",
+]
 
 
 def queue_not_found(queue: str) -> NotFound:
@@ -36,9 +44,31 @@ def queue_not_found(queue: str) -> NotFound:
     return NotFound(f"NOT_FOUND - no queue {queue!r}", (50, 10), "Queue.declare")
 
 
-def unparseable_message(raw: bytes, queue: str, delivery_tag: str) -> dict[str, Any]:
+def precondition_failed(reason: str) -> PreconditionFailed:
+    """The 406 of a declaration that does not match the queue (same class as py-amqp's)."""
+    return PreconditionFailed(f"PRECONDITION_FAILED - {reason}", (50, 10), "Queue.declare")
+
+
+def parse_payload(raw: bytes) -> dict[str, Any] | None:
+    """The Kombu message stored as ``raw``, or None when it is not one: not JSON, no
+    ``properties`` mapping or ``body``, or a body its ``body_encoding`` cannot decode (the same
+    test as :func:`~mindtrace_kombu.backends.wire.decode_payload`)."""
+    try:
+        payload = loads(raw)
+        properties, body = payload["properties"], payload["body"]
+        encoding = properties.get("body_encoding")
+        if encoding == "base64":
+            base64.b64decode(body, validate=True)
+        elif encoding is not None and str(encoding).lower() != "utf-8":
+            return None  # Kombu's virtual channel knows no other codec
+    except (ValueError, TypeError, KeyError, AttributeError, binascii.Error):
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def unparseable_message(raw: bytes, queue: str, tag: str) -> dict[str, Any]:
     """Wrap raw bytes found in ``queue`` that are not a Kombu message into one, the body
-    base64-encoded, unchanged."""
+    base64-encoded, unchanged; no consumer accepts its content type."""
     return {
         "body": base64.b64encode(raw).decode("ascii"),
         "content-type": UNPARSEABLE_CONTENT_TYPE,
@@ -46,14 +76,10 @@ def unparseable_message(raw: bytes, queue: str, delivery_tag: str) -> dict[str, 
         "headers": {},
         "properties": {
             "body_encoding": "base64",
-            "delivery_tag": delivery_tag,
+            "delivery_tag": tag,
             "delivery_info": {"exchange": "", "routing_key": queue},
         },
     }
-
-
-_TAG_PREFIX = uuid.uuid4().hex[:16]
-_tag_counter = itertools.count(1)
 
 
 class ExactOrderChannelMixin:
@@ -68,7 +94,7 @@ class ExactOrderChannelMixin:
         raise NotImplementedError
 
     def queue_specs(self) -> list[QueueSpec]:
-        """Every queue declared on this broker through this package's transports."""
+        """Every queue declared on this broker through this package."""
         raise NotImplementedError
 
     def unacked_counts(self) -> dict[str, int] | None:
@@ -76,39 +102,28 @@ class ExactOrderChannelMixin:
         return None
 
     def _next_delivery_tag(self) -> str:
-        """A delivery tag unique across processes: a random per-process prefix, the process id
-        (a forked child differs) and a counter. Kombu draws a uuid4 per message instead."""
-        return f"{_TAG_PREFIX}.{os.getpid()}.{next(_tag_counter)}"
+        """A delivery tag unique across processes (Kombu draws a uuid4 per message)."""
+        return delivery_tag()
 
     def _new_queue(self, queue: str, **kwargs: Any) -> None:
-        requested = QueueSpec.from_arguments(queue, kwargs.get("arguments"))
+        """Store the spec the declaration's arguments ask for; 406 when the queue has another.
+        Kombu's own bookkeeping (``auto_delete``, ``x-expires``) follows."""
+        try:
+            requested = QueueSpec.from_arguments(queue, kwargs.get("arguments"))
+        except (TypeError, ValueError) as exc:
+            raise precondition_failed(str(exc)) from None
         existing = self._store_spec(requested)
         if existing != requested:
-            raise PreconditionFailed(
-                f"PRECONDITION_FAILED - queue {queue!r} exists as {existing.describe()}, "
-                f"not {requested.describe()}",
-                (50, 10), "Queue.declare",
+            raise precondition_failed(
+                f"queue {queue!r} exists as {existing.describe()}, not {requested.describe()}",
             )
-        super()._new_queue(queue, **kwargs)  # type: ignore[misc]  # Kombu's auto_delete / x-expires
+        super()._new_queue(queue, **kwargs)  # type: ignore[misc]
 
     def _has_queue(self, queue: str, **kwargs: Any) -> bool:
         return self.queue_spec(queue) is not None
 
-    def queue_declare(self, queue: str, passive: bool = False, **kwargs: Any) -> queue_declare_ok_t:
-        """Declare queue; a passive declare is one ``_size`` call (which raises 404 itself)."""
-        if passive:
+    def queue_declare(self, queue: str | None = None, passive: bool = False, **kwargs: Any) -> Any:
+        """Declare ``queue``; a passive declare is one ``_size`` call (which raises 404 itself)."""
+        if passive and queue:
             return queue_declare_ok_t(queue, self._size(queue), 0)  # type: ignore[attr-defined]
-        return super().queue_declare(queue, passive=False, **kwargs)  # type: ignore[misc]
-
-    def queue_delete(self, queue: str, if_unused: bool = False, if_empty: bool = False, **kwargs: Any) -> None:
-        """Delete ``queue`` by name.
-
-        Kombu's virtual ``queue_delete`` only deletes through the bindings recorded in this
-        process, so a queue declared elsewhere would survive; here ``_delete`` removes it whoever
-        declared it. Deleting a missing queue does nothing, as on RabbitMQ.
-        """
-        try:
-            self._delete(queue)  # type: ignore[attr-defined]
-        except NotFound:
-            pass
-        self.state.queue_bindings_delete(queue)  # type: ignore[attr-defined]
+        return super().queue_declare(queue, passive=passive, **kwargs)  # type: ignore[misc]

@@ -1,531 +1,423 @@
-"""Redis transport with exact fifo, stack and priority order.
+"""Kombu transport ``mindtrace-redis``: Kombu's Redis transport over this package's Redis store.
 
-Extends Kombu's Redis transport (``kombu.transport.redis``). Connection string:
-``mindtrace-redis://[:password@]host[:port][/db]`` (or Celery's ``broker_transport =
-"mindtrace-redis"`` with an ordinary ``redis://`` URL).
+Kombu's Redis channel keeps everything that is not a queue: fanout over pub/sub, exchange
+bindings, the event-loop registration (``MultiChannelPoller``, used by Celery), connection
+parameters and health checks, ``Producer.batch()``. The queues are
+:class:`~mindtrace_kombu.redis_store.RedisStore` queues, shared with the package's Redis backend,
+and every delivery is held under the channel's :class:`~mindtrace_kombu.redis_store.Lease`.
 
-Storage layout (every key, its type, and who writes it):
+Features
+========
+* Type: Virtual
+* Supports Direct: Yes
+* Supports Topic: Yes
+* Supports Fanout: Yes (pub/sub, as Kombu's Redis transport)
+* Supports Priority: Yes, exact and higher first (``Queue(max_priority=N)``), capped at ``N``
+* Supports Queue TTL: Yes (``x-expires``, ``Queue(expires=...)``)
+* Supports Message TTL: No
+* Queue types: fifo (no arguments), priority (``x-max-priority``), stack
+  (``x-mindtrace-queue-type: stack``)
 
-===============================  ======  ==================================================
-key                              type    contents
-===============================  ======  ==================================================
-``mindtrace.queues``             hash    queue name -> spec: ``fifo``, ``stack``, ``priority:<max>``
-``<queue>`` (fifo)               list    Kombu message JSON, LPUSH / RPOP: Kombu's stock layout,
-                                         readable by stock Kombu and Celery consumers
-``mindtrace.z.<queue>``          zset    stack and priority messages; the lowest score pops first
-``<queue>`` (stack, priority)    list    one wake-up token per message, so Kombu's BRPOP loop wakes
-``mindtrace.seq``                string  global publish counter (ties broken in publish order)
-``mindtrace.unacked``            hash    delivery tag -> ``[message, "", queue]`` of unacked messages
-``mindtrace.unacked_index``      zset    delivery tag by delivery time (visibility timeout)
-``mindtrace.wake.<queue>``       pubsub  published on every put; wakes idle workers
-===============================  ======  ==================================================
+Connection String
+=================
+``mindtrace-redis://[USER:PASSWORD@]REDIS_ADDRESS[:PORT][/DB]``, or Celery's
+``broker_transport = "mindtrace-redis"`` with an ordinary ``redis://`` URL (``rediss://`` for
+TLS). Sentinel: :mod:`mindtrace_kombu.transport.sentinel`. Kombu refuses query parameters it
+does not know (``TypeError``) instead of passing them to the transport, so this transport's
+options go in ``transport_options`` (Celery: ``broker_transport_options``).
 
-The unacked keys are this package's own, apart from a host Celery app's ``unacked`` keys on the
-same database.
+Transport Options
+=================
+* ``lease_timeout``: (float) seconds before the messages held by a channel that stopped
+  renewing its lease (its process died) return to their queues. Default 30
+  (``redis_store.DEFAULT_LEASE_TIMEOUT``); a live channel renews every third of it from a
+  daemon thread, however long a message stays unacknowledged.
+* ``prefix``: (str) this package's key prefix, after ``global_keyprefix``. Default
+  ``mindtrace``.
+* ``global_keyprefix``: (str) Kombu's: prepended to every key and pub/sub channel.
+* Kombu's connection options: ``socket_timeout``, ``socket_connect_timeout``,
+  ``socket_keepalive``, ``socket_keepalive_options``, ``health_check_interval``,
+  ``retry_on_timeout`` (which turns ``Producer.batch()`` into immediate publishes),
+  ``max_connections``, ``client_name``, ``reauth_check_interval``; and ``fanout_patterns``,
+  ``queue_order_strategy``, ``polling_interval`` (the BRPOP timeout).
+* Ignored, since there is no unacked hash and no visibility timeout: ``ack_emulation``,
+  ``visibility_timeout``, ``unacked_*``, ``priority_steps``, ``sep`` (only inside binding
+  members), ``fanout_prefix`` (fanout channels are namespaced).
 
-Scores: stack ``-seq``; priority ``(255 - priority) * 2**44 + seq`` (exact in a double for 2**44
-publishes). Each primitive is one Lua script, so one round trip and atomic: declare (plus one
-size read), publish, ``publish_many`` (per queue), get, size, purge and delete. A synchronous
-consumer (``Connection.drain_events``) takes up to its free prefetch in one script call that
-pops each message and records it as unacked, and carries the acknowledgements of the previous
-batch: one round trip per batch.
+Keys
+====
+Every key and pub/sub channel comes from :class:`~mindtrace_kombu.redis_store.Namespace`
+(``global_keyprefix`` + ``prefix``; layout in :mod:`mindtrace_kombu.redis_store.keys`): queue
+data, the wake-up lists BRPOP waits on, ``binding(exchange)`` (a sorted set of Kombu's binding
+members, scored by their deadline, ``+inf`` for queues without ``x-expires``) and
+``fanout(exchange)``. Two ``global_keyprefix`` tenants on one database share nothing, and any
+queue name (``mindtrace.unacked``, ``_kombu.binding.x``) is an ordinary queue.
+
+Differences from Kombu's Redis transport
+========================================
+* Priorities are exact and higher first (Kombu's: 4 steps, lower first).
+* Re-declaring a queue with another spec raises py-amqp's ``PreconditionFailed`` (406); a
+  primitive on an undeclared queue, or a publish to one through the default exchange, raises
+  its ``NotFound`` (404). Through a named exchange, a binding whose queue is gone is dropped.
+* ``queue_delete`` deletes by name, whoever declared the queue, with the bindings this process
+  knows; ``if_empty`` keeps a queue holding ready or unacknowledged messages.
+* No visibility timeout: a message stays unacknowledged as long as its channel lives. A closed
+  channel's messages, and rejected ones with ``requeue``, go back first in line, in order.
+* A queue that a channel consumes lives, with its bindings, as long as the bindings (Kombu's
+  ``x-expires`` x 2, at least an hour), renewed while the channel runs; ``x-expires`` from the
+  last declare, publish, get or cancel otherwise.
+* Stored data that is not a Kombu message is delivered as content type
+  ``application/x-mindtrace-unparseable`` (its bytes base64-encoded) to be dead-lettered.
+* Per message: BRPOP returns a wake-up token on Kombu's pinned connection, and the message is
+  taken in one script call on a pooled connection (nothing else ever shares the BRPOP
+  connection); an acknowledgement is one script call.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import socket
-import time
+import logging
+from contextlib import contextmanager
+from functools import cached_property
 from queue import Empty
-from typing import Any
+from time import monotonic
+from typing import Any, Iterator, Sequence
 
+import redis
+from amqp.exceptions import NotFound
 from kombu.transport import redis as kombu_redis
-from kombu.transport import virtual as kombu_virtual
-from kombu.utils.json import dumps, loads
-from redis.exceptions import NoScriptError, ResponseError
+from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import dumps
 
-from ..queues import QueueSpec, QueueType
-from .base import ExactOrderChannelMixin, queue_not_found, unparseable_message
+from ..errors import QueueNotEmpty, QueueNotFound
+from ..queues import QueueSpec
+from ..redis_store import DEFAULT_LEASE_TIMEOUT, DEFAULT_PREFIX, Lease, Namespace, RedisStore, Stored
+from .base import ExactOrderChannelMixin, parse_payload, queue_not_found, unparseable_message
+from .redis_bindings import BindingsMixin
+from .redis_qos import IN_FLIGHT, PublishBatch, QoS
 
-__all__ = ["Channel", "Transport", "SPECS_KEY", "ordered_key"]
+__all__ = ["Channel", "QoS", "Transport"]
 
-SPECS_KEY = "mindtrace.queues"
-SEQ_KEY = "mindtrace.seq"
-_NOT_FOUND = "NOT_FOUND"
+logger = logging.getLogger(__name__)
 
-# KEYS: specs, list, zset, seq    ARGV: queue, restoring, then (message, priority) per message.
-# restoring "1": unacked messages going back; they go to the front of a fifo queue (first of
-# their priority), and a deleted queue drops them silently.
-_PUT = """
-local spec = redis.call('HGET', KEYS[1], ARGV[1])
-local restoring = ARGV[2] == '1'
-if not spec then
-  if restoring then return 0 end
-  return redis.error_reply('NOT_FOUND')
-end
-for i = 3, #ARGV, 2 do
-  if spec == 'fifo' then
-    if restoring then redis.call('RPUSH', KEYS[2], ARGV[i]) else redis.call('LPUSH', KEYS[2], ARGV[i]) end
-  else
-    local seq = redis.call('INCR', KEYS[4])
-    local score = -seq
-    if spec ~= 'stack' then
-      if restoring then seq = 0 end
-      score = (255 - tonumber(ARGV[i + 1])) * 17592186044416 + seq
-    end
-    redis.call('ZADD', KEYS[3], score, ARGV[i])
-    redis.call('LPUSH', KEYS[2], '1')
-  end
-end
-redis.call('PUBLISH', 'mindtrace.wake.' .. ARGV[1], '')
-return (#ARGV - 2) / 2
-"""
-
-# KEYS: unacked, unacked_index    ARGV: delivery tags
-_FORGET = """
-for i = 1, #ARGV do
-  redis.call('HDEL', KEYS[1], ARGV[i])
-  redis.call('ZREM', KEYS[2], ARGV[i])
-end
-return #ARGV
-"""
-
-# KEYS: specs, unacked, unacked_index, then (list, zset) per queue
-# ARGV: now, most messages to take, number of acks, the delivery tags acknowledged since the
-# last call, then the queues.
-# Forgets the acknowledged tags, then pops up to the requested number of messages from the
-# queues, in order, recording each as unacked in the same step: there is no moment where a
-# message exists in neither place. Returns (queue, message, tag) triples; tag is '' for raw
-# bytes that are not a Kombu message (the consumer dead-letters them).
-_POP_RECORD = """
-local acks = tonumber(ARGV[3])
-for i = 4, 3 + acks do
-  redis.call('HDEL', KEYS[2], ARGV[i])
-  redis.call('ZREM', KEYS[3], ARGV[i])
-end
-local wanted, out = tonumber(ARGV[2]) * 3, {}
-local first = 4 + acks
-for j = first, #ARGV do
-  local queue = ARGV[j]
-  local list, zset = KEYS[2 + 2 * (j - first + 1)], KEYS[3 + 2 * (j - first + 1)]
-  local spec = redis.call('HGET', KEYS[1], queue)
-  if not spec then return redis.error_reply('NOT_FOUND ' .. queue) end
-  while #out < wanted do
-    local item = false
-    if spec == 'fifo' then
-      item = redis.call('RPOP', list)
-    else
-      local popped = redis.call('ZPOPMIN', zset)
-      if #popped > 0 then
-        item = popped[1]
-        if redis.call('LLEN', list) > redis.call('ZCARD', zset) then redis.call('RPOP', list) end
-      end
-    end
-    if not item then break end
-    local ok, message = pcall(cjson.decode, item)
-    local tag = ''
-    if ok and type(message) == 'table' and type(message.properties) == 'table'
-        and type(message.properties.delivery_tag) == 'string' then
-      tag = message.properties.delivery_tag
-      redis.call('HSET', KEYS[2], tag, '[' .. item .. ',"",' .. cjson.encode(queue) .. ']')
-      redis.call('ZADD', KEYS[3], ARGV[1], tag)
-    end
-    out[#out + 1] = queue
-    out[#out + 1] = item
-    out[#out + 1] = tag
-  end
-  if #out >= wanted then break end
-end
-return out
-"""
-
-# KEYS: specs, list, zset    ARGV: queue
-_GET = """
-local spec = redis.call('HGET', KEYS[1], ARGV[1])
-if not spec then return redis.error_reply('NOT_FOUND') end
-if spec == 'fifo' then return redis.call('RPOP', KEYS[2]) end
-local item = redis.call('ZPOPMIN', KEYS[3])
-if #item == 0 then return false end
-if redis.call('LLEN', KEYS[2]) > redis.call('ZCARD', KEYS[3]) then redis.call('RPOP', KEYS[2]) end
-return item[1]
-"""
-
-# KEYS: specs, list, zset    ARGV: queue
-_SIZE = """
-local spec = redis.call('HGET', KEYS[1], ARGV[1])
-if not spec then return redis.error_reply('NOT_FOUND') end
-if spec == 'fifo' then return redis.call('LLEN', KEYS[2]) end
-return redis.call('ZCARD', KEYS[3])
-"""
-
-# KEYS: specs, list, zset    ARGV: queue
-_PURGE = """
-local spec = redis.call('HGET', KEYS[1], ARGV[1])
-if not spec then return redis.error_reply('NOT_FOUND') end
-local size
-if spec == 'fifo' then size = redis.call('LLEN', KEYS[2]) else size = redis.call('ZCARD', KEYS[3]) end
-redis.call('DEL', KEYS[2], KEYS[3])
-return size
-"""
-
-# KEYS: specs, list, zset    ARGV: queue
-_DELETE = """
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return redis.error_reply('NOT_FOUND') end
-return redis.call('DEL', KEYS[2], KEYS[3])
-"""
-
-# KEYS: specs    ARGV: queue, spec
-_DECLARE = """
-redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
-return redis.call('HGET', KEYS[1], ARGV[1])
-"""
+#: ``basic_publish`` keyword passed down to ``_put``: the named exchange a message is routed by.
+_EXCHANGE = "_mindtrace_exchange"
 
 
-def ordered_key(queue: str) -> str:
-    """The sorted set holding the messages of a stack or priority queue."""
-    return f"mindtrace.z.{queue}"
+@contextmanager
+def _not_found(queue: str) -> Iterator[None]:
+    """The store's ``QueueNotFound`` as py-amqp's 404."""
+    try:
+        yield
+    except QueueNotFound:
+        raise queue_not_found(queue) from None
 
 
-@functools.lru_cache(maxsize=None)
-def _sha1(source: str) -> str:
-    return hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
+class Channel(BindingsMixin, ExactOrderChannelMixin, kombu_redis.Channel):  # type: ignore[misc]
+    """Kombu's Redis channel whose queues are the store's, delivered under the channel's lease.
 
-
-def _keys(queue: str) -> list[str]:
-    return [SPECS_KEY, queue, ordered_key(queue), SEQ_KEY]
-
-
-def _encode_spec(spec: QueueSpec) -> str:
-    if spec.queue_type is QueueType.PRIORITY:
-        return f"priority:{spec.max_priority}"
-    return str(spec.queue_type.value)
-
-
-def _decode_spec(queue: str, raw: bytes | str) -> QueueSpec:
-    text = raw.decode() if isinstance(raw, bytes) else raw
-    kind, _, max_priority = text.partition(":")
-    return QueueSpec(queue, QueueType(kind), int(max_priority) if max_priority else None)
-
-
-class _PutBatch:
-    """A Kombu publish batch (``Producer.batch()``) that puts each queue's messages with one
-    script call at flush, instead of Kombu's pipeline of one command per message."""
-
-    def __init__(self, channel: Channel, max_size: int) -> None:
-        self.channel = channel
-        self.max_size = max_size
-        self._pending: dict[str, list[Any]] = {}
-        self._count = 0
-
-    def publish(self, message: dict[str, Any], **kwargs: Any) -> Any:
-        return self.channel.basic_publish(message, _publish_batch=self, **kwargs)
-
-    def add(self, queue: str, body: str, priority: int) -> None:
-        self._pending.setdefault(queue, []).extend((body, priority))
-        self._count += 1
-        if self._count >= self.max_size:
-            self.flush()
-
-    def flush(self) -> None:
-        pending, self._pending, self._count = self._pending, {}, 0
-        for queue, args in pending.items():
-            self.channel._run(_PUT, queue, 0, *args)
-
-    def discard(self) -> None:
-        self._pending, self._count = {}, 0
-
-    def close(self) -> None:
-        self.discard()
-
-
-class QoS(kombu_redis.QoS):  # type: ignore[misc]
-    """Kombu's Redis ack emulation, minus the second write for messages already recorded."""
-
-    def append(self, message: Any, delivery_tag: str) -> None:
-        """Track a delivered message; the pop script already recorded it in Redis if its tag is
-        in ``channel.recorded``, otherwise (Kombu's BRPOP path) record it the stock way."""
-        if delivery_tag in self.channel.recorded:
-            self.channel.recorded.discard(delivery_tag)
-            kombu_virtual.QoS.append(self, message, delivery_tag)
-        else:
-            super().append(message, delivery_tag)
-
-    def ack(self, delivery_tag: str) -> None:
-        """Forget an acknowledged message. A channel consumed through ``Transport.drain_events``
-        sends the acknowledgement with its next pop (no round trip of its own), or before it
-        waits or closes; otherwise (``basic_get``, Kombu's BRPOP loop under Celery) it is one
-        script call at once (Kombu builds a MULTI pipeline)."""
-        self.channel.pending_acks.append(delivery_tag)
-        if not (self.channel.acks_ride_on_pops and self.channel._active_queues):
-            self.channel.flush_acks()
-        kombu_virtual.QoS.ack(self, delivery_tag)
-
-    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
-        if requeue:
-            super().reject(delivery_tag, requeue=True)
-        else:
-            self.ack(delivery_tag)
-
-    def restore_unacked(self, client: Any = None) -> None:
-        """Restore in reverse delivery order: each goes to the front, so the original order holds."""
-        with self.channel.conn_or_acquire(client) as client:
-            for tag in reversed(list(self._delivered)):
-                self.restore_by_tag(tag, client=client)
-        self._delivered.clear()
-
-
-class Channel(ExactOrderChannelMixin, kombu_redis.Channel):  # type: ignore[misc]
-    """Redis channel with exact queue order; unacked bookkeeping apart from a host Celery app's."""
+    Nothing is ever sent on the connection Kombu pins for BRPOP but BRPOP itself: the store's
+    client borrows a pooled connection for each command.
+    """
 
     QoS = QoS
-    #: Most messages one pop takes for a consumer (bounded by its prefetch).
-    max_batch = 100
-    unacked_key = "mindtrace.unacked"
-    unacked_index_key = "mindtrace.unacked_index"
-    unacked_mutex_key = "mindtrace.unacked_mutex"
+    #: This package's key prefix, after Kombu's ``global_keyprefix``.
+    prefix = DEFAULT_PREFIX
+    #: Seconds before the messages of a channel that stopped renewing its lease return.
+    lease_timeout = DEFAULT_LEASE_TIMEOUT
+
+    from_transport_options = kombu_redis.Channel.from_transport_options + ("prefix", "lease_timeout")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._no_ack_queues: set[str] = set()  # consumed with no_ack: taken for good
         super().__init__(*args, **kwargs)
-        #: Delivery tags the pop script recorded as unacked and QoS has not tracked yet.
-        self.recorded: set[str] = set()
-        #: Acknowledged delivery tags not yet removed from the unacked hash in Redis.
-        self.pending_acks: list[str] = []
-        #: True once this channel is consumed through :meth:`deliver_ready`, which sends them.
-        self.acks_ride_on_pops = False
 
-    def _call(self, source: str, keys: list[str], args: list[Any]) -> Any:
-        """EVALSHA one of the scripts above: one round trip (SCRIPT LOAD once per Redis start)."""
-        sha = _sha1(source)
-        try:
-            return self.client.evalsha(sha, len(keys), *keys, *args)
-        except NoScriptError:
-            self.client.script_load(source)
-            return self.client.evalsha(sha, len(keys), *keys, *args)
+    @cached_property
+    def namespace(self) -> Namespace:
+        """Where every key and pub/sub channel lives."""
+        return Namespace(self.global_keyprefix or "", self.prefix)
 
-    def close(self) -> None:
-        """Send pending acknowledgements before Kombu restores what is still unacknowledged."""
-        if self.pending_acks and not self.closed:
-            try:
-                self.flush_acks()
-            except self.connection.connection_errors:
-                pass  # the acknowledgements are lost: those messages come back (at least once)
-        super().close()
+    @cached_property
+    def store(self) -> RedisStore:
+        """The queues, on a client of the channel's (non-pinned) connection pool."""
+        return RedisStore(self._create_client(), self.namespace, lease_timeout=float(self.lease_timeout))
 
-    def create_publish_batch(self, max_size: int) -> _PutBatch:
-        """Kombu's ``Producer.batch()`` hook: messages are put with one script call per queue."""
-        return _PutBatch(self, max_size)
+    @cached_property
+    def lease(self) -> Lease:
+        """What this channel holds in flight; a heartbeat renews it while the channel lives."""
+        return Lease(self.store)
 
-    def _run(self, source: str, queue: str, *args: Any) -> Any:
-        """Run one of the scripts above for ``queue``: one round trip; a missing queue raises 404."""
-        try:
-            return self._call(source, _keys(queue), [queue, *args])
-        except ResponseError as exc:
-            if str(exc) == _NOT_FOUND:
-                raise queue_not_found(queue) from None
-            raise
+    def _get_client(self) -> Any:
+        """Kombu's client class without its key prefixing: every key comes from
+        :attr:`namespace`, which holds ``global_keyprefix`` already."""
+        super()._get_client()  # Kombu's redis-py version check
+        return redis.Redis
+
+    # -- specs -------------------------------------------------------------------------------
 
     def _store_spec(self, spec: QueueSpec) -> QueueSpec:
-        return _decode_spec(spec.name, self._run(_DECLARE, spec.name, _encode_spec(spec)))
+        return self.store.declare(spec)
 
     def queue_spec(self, queue: str) -> QueueSpec | None:
-        raw = self.client.hget(SPECS_KEY, queue)
-        return None if raw is None else _decode_spec(queue, raw)
+        return self.store.spec(queue)
 
     def queue_specs(self) -> list[QueueSpec]:
-        return [_decode_spec(name.decode(), raw) for name, raw in self.client.hgetall(SPECS_KEY).items()]
+        return self.store.specs()
 
     def unacked_counts(self) -> dict[str, int]:
-        """Unacknowledged messages per queue, from this package's unacked records (one HVALS:
-        O(unacknowledged messages), for operators rather than hot paths)."""
-        counts: dict[str, int] = {}
-        for record in self.client.hvals(self.unacked_key):
-            queue = loads(record)[2]  # [message, exchange, routing key]
-            counts[queue] = counts.get(queue, 0) + 1
-        return counts
+        """Messages in flight per queue (O(queues))."""
+        return self.store.inflight_counts()
+
+    # -- queues ------------------------------------------------------------------------------
+
+    def _new_queue(self, queue: str, **kwargs: Any) -> None:
+        super()._new_queue(queue, **kwargs)
+        self._touch(queue)
+
+    def _touch(self, queue: str) -> None:
+        """Renew ``queue``'s keys for its ``x-expires`` (for its bindings' lifetime while this
+        channel consumes it); nothing for a queue without one."""
+        expires = self._expires.get(queue)
+        if expires is not None:
+            self.store.expire(queue, self._binding_ttl(queue) if queue in self._active_queues else expires)
+
+    def _size(self, queue: str) -> int:
+        with _not_found(queue):
+            return self.store.count(queue)
+
+    def _purge(self, queue: str) -> int:
+        with _not_found(queue):
+            return self.store.purge(queue)
+
+    def _delete(self, queue: str, *args: Any, if_empty: bool = False, **kwargs: Any) -> None:
+        with _not_found(queue):
+            self.store.delete(queue, if_empty=if_empty)
+
+    def queue_delete(self, queue: str, if_unused: bool = False, if_empty: bool = False, **kwargs: Any) -> None:
+        """Delete ``queue`` by name, whoever declared it, with the bindings this process knows.
+
+        Replaces Kombu's, which deletes only through this process's bindings and leaves them in
+        Redis. A missing queue is ignored, as on RabbitMQ; with ``if_empty``, a queue holding
+        ready or unacknowledged messages is kept. ``if_unused`` is ignored, as Kombu does.
+        """
+        self.auto_delete_queues.discard(queue)
+        try:
+            self._delete(queue, if_empty=if_empty)
+        except QueueNotEmpty:
+            return
+        except NotFound:
+            pass
+        self._unbind_all(queue)
+
+    # -- publishing --------------------------------------------------------------------------
+
+    def basic_publish(self, message: dict[str, Any], exchange: str, routing_key: str, **kwargs: Any) -> Any:
+        """Kombu's, except that through a named exchange a bound queue that no longer exists
+        (deleted or expired elsewhere) loses its binding instead of failing the publish with
+        404, as RabbitMQ deletes a queue's bindings with it. The default exchange still
+        raises 404 for a missing queue."""
+        if exchange:
+            kwargs[_EXCHANGE] = exchange
+        return super().basic_publish(message, exchange, routing_key, **kwargs)
 
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
-        priority = message["properties"].get("priority") or 0
-        batch = kwargs.pop("_publish_batch", None)
-        if batch is None:
-            self._run(_PUT, queue, 0, dumps(message), priority)
+        """Store ``message`` with its priority (exact, higher first, capped at the queue's
+        ``x-max-priority``; ignored by fifo and stack queues)."""
+        item = (dumps(message), message["properties"].get("priority") or 0)
+        batch = kwargs.get("_publish_batch")
+        if batch is not None:
+            batch.add_put(queue, kwargs.get(_EXCHANGE), item)
         else:
-            batch.add(queue, dumps(message), priority)
+            self.put_items(queue, kwargs.get(_EXCHANGE), [item])
+
+    def put_items(self, queue: str, exchange: str | None, items: list[tuple[str, Any]]) -> None:
+        """Put ``(payload, priority)`` items routed by ``exchange`` ("" or None: the default)."""
+        try:
+            self.store.put(queue, items)
+        except QueueNotFound:
+            if not exchange:
+                raise queue_not_found(queue) from None
+            self._unbind_missing(exchange, queue)
+            return
+        self._touch(queue)
+
+    def create_publish_batch(self, max_size: int) -> PublishBatch:
+        """Kombu's ``Producer.batch()`` hook: one script call per queue at flush."""
+        return PublishBatch(self, max_size)
+
+    def _get_publish_topic(self, exchange: str, routing_key: str) -> str:
+        """The pub/sub channel of a fanout message: ``namespace.fanout(exchange)``, with
+        ``/<routing key>`` when ``fanout_patterns`` (Kombu's: ``/<db>.<exchange>``)."""
+        topic = self.namespace.fanout(exchange)
+        return f"{topic}/{routing_key}" if routing_key and self.fanout_patterns else topic
+
+    def _handle_message(self, client: Any, r: Any) -> dict[str, Any]:
+        """Kombu's, with the pub/sub channel name made relative to the fanout topics (Kombu's
+        reader takes the exchange from what follows)."""
+        message: dict[str, Any] = super()._handle_message(client, r)
+        topic = bytes_to_str(message["channel"])
+        for prefix in (self.namespace.fanout(""), self.global_keyprefix):
+            if prefix and topic.startswith(prefix):
+                message["channel"] = topic[len(prefix):]
+                break
+        return message
+
+    # -- consuming ---------------------------------------------------------------------------
+
+    def _payload(self, stored: Stored, lease: str) -> dict[str, Any]:
+        """The Kombu payload of a taken message, with a delivery tag of its own; ``lease`` ("" if
+        taken for good) and its member travel with it so that any channel can settle it."""
+        tag = self._next_delivery_tag()
+        payload = parse_payload(stored.payload)
+        if payload is None:
+            payload = unparseable_message(stored.payload, stored.queue, tag)
+        else:
+            properties = payload["properties"]
+            properties["delivery_tag"] = tag
+            if stored.redelivered:
+                payload["headers"] = {**(payload.get("headers") or {}), "redelivered": True}
+                properties["delivery_info"] = {**(properties.get("delivery_info") or {}), "redelivered": True}
+        if lease:
+            payload[IN_FLIGHT] = (stored.queue, lease, stored.member)
+        return payload
+
+    def settle(self, queue: str, lease: str, *, acks: Sequence[str] = (), requeues: Sequence[str] = ()) -> None:
+        """:meth:`Lease.settle` for lease ``lease`` (a channel of this connection may settle
+        what another took); a queue deleted meanwhile has nothing left to settle."""
+        try:
+            self.store.take(queue, lease, 0, acks=acks, requeues=requeues)
+        except QueueNotFound:
+            pass
+
+    def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
+        """Take the next message for good (Kombu's pops it)."""
+        with _not_found(queue):
+            stored = self.store.get(queue)
+        self._touch(queue)
+        if stored is None:
+            raise Empty()
+        return self._payload(stored, "")
 
     def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
-        """Get one message; unless ``no_ack``, popped and recorded as unacked in one script call
-        (Kombu's version pops, then records in a second command)."""
+        """Kombu's, except that without ``no_ack`` the message is taken in flight under this
+        channel's lease instead of popped and recorded in the unacked hash."""
         if no_ack:
-            return super().basic_get(queue, no_ack=True, **kwargs)
-        found = self._pop_record([queue], 1)
+            try:
+                return self.Message(self._get(queue), channel=self)
+            except Empty:
+                return None
+        with _not_found(queue):
+            found = self.lease.take(queue, 1)
+        self._touch(queue)
         if not found:
             return None
-        message = self.Message(found[0][1], channel=self)
+        message = self.Message(self._payload(found[0], self.lease.id), channel=self)
         self.qos.append(message, message.delivery_tag)
         return message
 
-    def _pop_record(self, queues: list[str], count: int) -> list[tuple[str, dict[str, Any]]]:
-        """One script call: send the pending acknowledgements, then take up to ``count``
-        messages of ``queues``, each recorded as unacked (raw bytes that are no Kombu message
-        come back wrapped, unrecorded, to be dead-lettered)."""
-        keys = [SPECS_KEY, self.unacked_key, self.unacked_index_key]
-        for queue in queues:
-            keys += [queue, ordered_key(queue)]
-        acks, self.pending_acks = self.pending_acks, []
-        args: list[str | int | float] = [time.time(), count, len(acks), *acks, *queues]
+    def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
+        """Kombu's; a consumed queue lives as long as its bindings (see ``x-expires``)."""
+        if no_ack:
+            self._no_ack_queues.add(queue)
+        result = super().basic_consume(queue, no_ack, *args, **kwargs)
+        self._touch(queue)
+        return result
+
+    def _basic_cancel(self, consumer_tag: str) -> Any:
+        """Kombu's; a queue no longer consumed here counts its ``x-expires`` from now."""
+        queue = self._tag_to_queue.get(consumer_tag)
+        result = super()._basic_cancel(consumer_tag)
+        if queue is not None and queue not in self._active_queues:
+            self._no_ack_queues.discard(queue)
+            try:
+                self._touch(queue)
+            except self.connection_errors:
+                logger.debug("x-expires of %r not renewed at cancel", queue, exc_info=True)
+        return result
+
+    def _brpop_start(self, timeout: float | None = None) -> None:
+        """Kombu's BRPOP on the pinned connection, on the consumed queues' wake-up lists (one
+        token per ready message) rather than on the queues themselves."""
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        if not queues:
+            return
+        keys = [self.namespace.queue(queue).wake for queue in queues]
+        self._in_poll = self.client.connection
+        self._brpop_sent_at = monotonic()
+        self.client.connection.send_command("BRPOP", *keys, (self.brpop_timeout if timeout is None else timeout) or 0)
+
+    def _brpop_read(self, **options: Any) -> bool:
+        """Read the BRPOP reply and deliver one message of the queue it woke for, taken from the
+        store on a pooled connection. Replaces Kombu's, which delivers the popped message.
+
+        A nil reply (the queues stayed idle for the BRPOP timeout) makes one take per consumed
+        queue instead: it delivers a message whose token was lost (a reply that never reached
+        its consumer) and releases the expired leases of dead consumers. While the channel
+        closes, the reply is only read.
+        """
         try:
-            found = self._call(_POP_RECORD, keys, args)
-        except ResponseError as exc:
-            missing = str(exc).partition(f"{_NOT_FOUND} ")[2]
-            if missing:
-                raise queue_not_found(missing) from None
-            raise
-        messages = []
-        for queue, item, tag in zip(found[::3], found[1::3], found[2::3]):
-            if tag:
-                self.recorded.add(tag.decode())
-                messages.append((queue.decode(), loads(item)))
-            else:
-                messages.append((queue.decode(), unparseable_message(item, queue.decode(), self._next_delivery_tag())))
-        return messages
+            try:
+                reply = self.client.parse_response(self.client.connection, "BRPOP", **options)
+            except self.connection_errors:
+                self.client.connection.disconnect()
+                raise
+        finally:
+            self._in_poll = None
+            self._flush_brpop_reauth()
+        active = self.active_queues
+        if self._closing:
+            queues = []
+        elif reply:
+            queues = [self.namespace.queue_of_wake_key(bytes_to_str(reply[0]))]
+        else:
+            queues = self._queue_cycle.consume(len(active))
+        for queue in queues:
+            if queue in active and self._deliver_one(queue):
+                return True
+        raise Empty()
 
-    def flush_acks(self) -> None:
-        """Remove acknowledged tags from the unacked hash and index. One round trip."""
-        acks, self.pending_acks = self.pending_acks, []
-        if acks:
-            self._call(_FORGET, [self.unacked_key, self.unacked_index_key], list(acks))
-
-    def deliver_ready(self) -> bool:
-        """Take as many messages of the consumed queues as prefetch allows (at most
-        ``max_batch``), recorded as unacked, and deliver them to their consumers. One round trip;
-        False when the queues are empty or prefetch is full."""
-        queues = list(self._active_queues)
-        room = self.qos.can_consume_max_estimate()
-        if not queues or room == 0:
-            return False
-        self.acks_ride_on_pops = True
-        found = self._pop_record(queues, min(room or self.max_batch, self.max_batch))
+    def _deliver_one(self, queue: str) -> bool:
+        """Take one message of ``queue`` (under the lease, or for good for a ``no_ack``
+        consumer) and deliver it; False when there is none."""
+        lease = "" if queue in self._no_ack_queues else self.lease.id
+        try:
+            found = self.store.take(queue, "", 1) if not lease else self.lease.take(queue, 1)
+        except QueueNotFound:
+            return False  # deleted under its consumer: BRPOP goes on waiting, as on Kombu's
         if not found:
             return False
-        self._active_queues.append(self._active_queues.pop(0))  # round robin across queues
-        for queue, message in found:
-            self.connection._deliver(message, queue)
+        self._queue_cycle.rotate(queue)
+        self.connection._deliver(self._payload(found[0], lease), queue)
         return True
 
-    def _do_restore_message(
-        self, payload: dict[str, Any], exchange: str, routing_key: str, pipe: Any, leftmost: bool = False
-    ) -> None:
-        """Put an unacked message back into its queue.
+    # -- connections -------------------------------------------------------------------------
 
-        Replaces Kombu's version, which LPUSHes into the queue's list: for a stack or priority
-        queue that list only holds wake-up tokens. A fifo message goes back to the front.
-        """
-        payload.setdefault("headers", {})["redelivered"] = True
-        payload["properties"].setdefault("delivery_info", {})["redelivered"] = True
-        priority = payload["properties"].get("priority") or 0
-        script = self.client.register_script(_PUT)  # in Kombu's restore transaction (a pipeline)
-        for queue in self._lookup(exchange, routing_key):
-            script(keys=_keys(queue), args=[queue, 1, dumps(payload), priority], client=pipe)
+    def _on_connection_disconnect(self, connection: Any) -> None:
+        """Kombu's, and the store's idle pooled connections are dropped too: when the BRPOP or
+        pub/sub connection was lost or found half-open, they most likely are as well."""
+        super()._on_connection_disconnect(connection)
+        store = self.__dict__.get("store")
+        if store is not None:
+            store.client.connection_pool.disconnect(inuse_connections=False)
 
-    def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
-        item = self._run(_GET, queue)
-        if item is None:
-            raise Empty()
+    def close(self) -> None:
+        """Kombu's close (unacknowledged messages go back), then the lease gives back anything
+        it still holds and stops its heartbeat."""
         try:
-            message = loads(item)
-            message["properties"]["delivery_tag"]  # noqa: B018 - a Kombu message has one
-        except (ValueError, TypeError, KeyError):
-            return unparseable_message(item, queue, self._next_delivery_tag())
-        return message  # type: ignore[no-any-return]
-
-    def _size(self, queue: str) -> int:
-        return int(self._run(_SIZE, queue))
-
-    def _purge(self, queue: str) -> int:
-        return int(self._run(_PURGE, queue))
-
-    def _delete(self, queue: str, *args: Any, **kwargs: Any) -> None:
-        self._run(_DELETE, queue)
+            super().close()
+        finally:
+            lease, store = self.__dict__.get("lease"), self.__dict__.get("store")
+            try:
+                if lease is not None:
+                    lease.close()
+            except self.connection_errors:
+                logger.warning("lease not released: its messages return after lease_timeout", exc_info=True)
+            finally:
+                if store is not None:
+                    store.client.connection_pool.disconnect()
 
 
 class Transport(kombu_redis.Transport):  # type: ignore[misc]
-    """Redis transport with exact fifo, stack and priority order."""
+    """Kombu's Redis transport with this package's channel."""
 
     Channel = Channel
     driver_name = "mindtrace-redis"
-
-    #: Seconds between sweeps that restore unacked messages past their visibility timeout.
-    restore_interval = 1.0
-    #: Longest wait for a wake-up before the queues are polled again (stock producers and
-    #: restored messages publish none).
-    wakeup_poll_interval = 1.0
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._wakeups: Any = None
-        self._wakeup_channels: set[str] = set()
-        self._next_restore = 0.0
-
-    def drain_events(self, connection: Any, timeout: float | None = None) -> None:
-        """Deliver one message to a consumer of this connection.
-
-        Replaces Kombu's BRPOP loop for synchronous consumers: BRPOP pops a message and a second
-        command records it as unacked, so a crash in between loses it. Here one script does
-        both (:meth:`Channel.deliver_ready`), and carries the acknowledgements of the previous
-        batch. When every queue is empty, send pending acknowledgements and wait for a wake-up
-        that every put publishes. Each sweep also restores the unacked messages of dead
-        consumers whose visibility timeout has passed. Celery's event loop still uses Kombu's
-        BRPOP path.
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            self._restore_visible()
-            if any([channel.deliver_ready() for channel in list(self.channels)]):
-                return
-            for channel in self.channels:
-                channel.flush_acks()
-            wait = self.wakeup_poll_interval
-            if deadline is not None:
-                wait = min(wait, deadline - time.monotonic())
-                if wait <= 0:
-                    raise socket.timeout()
-            self._wait_for_wakeup(wait)
-
-    def _restore_visible(self) -> None:
-        now = time.monotonic()
-        if now >= self._next_restore and self.channels:
-            self._next_restore = now + self.restore_interval
-            self.channels[0].qos.restore_visible(num=100, interval=1)
-
-    def _wait_for_wakeup(self, timeout: float) -> None:
-        wanted = {f"mindtrace.wake.{queue}" for channel in self.channels for queue in channel._active_queues}
-        if not wanted:
-            time.sleep(timeout)
-            return
-        if self._wakeups is None:
-            self._wakeups = self.channels[0].client.pubsub(ignore_subscribe_messages=True)
-        if wanted != self._wakeup_channels:
-            if stale := self._wakeup_channels - wanted:
-                self._wakeups.unsubscribe(*stale)
-            self._wakeups.subscribe(*(wanted - self._wakeup_channels))
-            self._wakeup_channels = wanted
-            return  # a put may have happened before the subscription: poll again first
-        if self._wakeups.get_message(timeout=timeout) is not None:
-            while self._wakeups.get_message(timeout=0) is not None:
-                pass  # one sweep serves every wake-up that is already here
-
-    def close_connection(self, connection: Any) -> None:
-        if self._wakeups is not None:
-            self._wakeups.close()
-            self._wakeups, self._wakeup_channels = None, set()
-        super().close_connection(connection)
-
-    def _deliver(self, message: Any, queue: str) -> None:
-        """Deliver what Kombu's BRPOP loop popped.
-
-        For a stack or priority queue that is a wake-up token, not a message: swap it for the
-        queue's best message (one script call) before handing it to the consumer callback.
-        """
-        if not isinstance(message, dict):
-            message = self.channels[0]._get(queue)  # raises Empty if another consumer won
-        super()._deliver(message, queue)

@@ -72,3 +72,12 @@ end
 local function exists_or_error()
   if redis.call('EXISTS', KEYS[1]) == 0 then error({err = 'NOT_FOUND'}) end
 end
+
+-- A queue whose meta key expires (Kombu's x-expires, RedisStore.expire): the keys this script
+-- created or refilled expire with it, so no key of the queue outlives the others.
+local function keep_ttl()
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl > 0 then
+    for i = 2, 6 do redis.call('PEXPIRE', KEYS[i], ttl) end
+  end
+end

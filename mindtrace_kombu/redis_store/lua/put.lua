@@ -20,4 +20,5 @@ for i = 1, #ARGV, 2 do
   tokens[#tokens + 1] = '1'
 end
 redis.call('LPUSH', KEYS[4], unpack(tokens))
+keep_ttl()
 return count

@@ -45,4 +45,5 @@ if lease ~= '' then
     redis.call('ZREM', KEYS[5], lease)
   end
 end
+keep_ttl()
 return out
