@@ -267,6 +267,7 @@ class Worker:
         self._executor: ThreadPoolExecutor | None = None
         self._pending: dict[Future[None], Delivery] = {}
         self._delayed: dict[Delivery, tuple[threading.Timer, Job]] = {}
+        self._releasing = 0  # retries being published
         self._consumer: Consumer | None = None
         self._consuming = False  # the current connection got as far as consuming
 
@@ -341,7 +342,7 @@ class Worker:
 
     def _drained(self) -> bool:
         with self._lock:
-            busy = bool(self._pending or self._delayed)
+            busy = bool(self._pending or self._delayed or self._releasing)
         return not busy and all(self._ready(queue) == 0 for queue in self.queues)
 
     def _ready(self, queue: str) -> int:
@@ -407,13 +408,17 @@ class Worker:
         """The backoff passed: publish the copy, then ack the original."""
         with self._lock:
             held = self._delayed.pop(delivery, None)
-            self._set_prefetch()
-        if held is None:
-            return  # already released by shutdown, or dropped with a broken connection
+            if held is None:
+                return  # already released by shutdown, or dropped with a broken connection
+            self._releasing += 1  # still in hand: run(until_empty=True) must not end meanwhile
         try:
             _requeue_copy(self.orchestrator, delivery, held[1])
         except Exception:  # noqa: BLE001 - the original stays in flight and comes back
             logger.warning("job %s on %s: retry not published; it will be delivered again", held[1].id, delivery.queue, exc_info=True)
+        finally:
+            with self._lock:
+                self._releasing -= 1
+                self._set_prefetch()
 
     def _set_prefetch(self) -> None:
         if self._consumer is not None:
@@ -443,10 +448,10 @@ class Worker:
                 if not future.cancelled():
                     future.exception()  # wait for the handler to finish and settle
             with self._lock:
-                delayed = list(self._delayed)
-            for delivery in delayed:
-                self._delayed[delivery][0].cancel()
-                self._retry(delivery)
+                delayed = list(self._delayed.items())
+            for delivery, (timer, _) in delayed:
+                timer.cancel()
+                self._retry(delivery)  # publishes now, unless the timer just did
             consumer.close()
         except Exception:  # noqa: BLE001
             logger.warning("could not settle in-flight jobs; the broker will deliver them again", exc_info=True)
