@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from amqp.exceptions import NotFound, PreconditionFailed
 from amqp.protocol import queue_declare_ok_t
@@ -27,11 +28,13 @@ from kombu.utils.json import loads
 
 from ..backends.base import UNPARSEABLE_CONTENT_TYPE
 from ..backends.wire import delivery_tag
+from ..errors import QueueNotFound
 from ..queues import QueueSpec
 
 __all__ = [
     "UNPARSEABLE_CONTENT_TYPE",
     "ExactOrderChannelMixin",
+    "not_found_as_404",
     "parse_payload",
     "precondition_failed",
     "queue_not_found",
@@ -42,6 +45,16 @@ __all__ = [
 def queue_not_found(queue: str) -> NotFound:
     """The 404 every primitive raises for an undeclared queue (same class as py-amqp's)."""
     return NotFound(f"NOT_FOUND - no queue {queue!r}", (50, 10), "Queue.declare")
+
+
+@contextmanager
+def not_found_as_404(queue: str) -> Iterator[None]:
+    """The store's :class:`~mindtrace_kombu.errors.QueueNotFound` as py-amqp's 404, which Kombu
+    and Celery expect from a transport."""
+    try:
+        yield
+    except QueueNotFound:
+        raise queue_not_found(queue) from None
 
 
 def precondition_failed(reason: str) -> PreconditionFailed:

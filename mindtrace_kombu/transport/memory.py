@@ -34,9 +34,8 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from contextlib import contextmanager
 from queue import Empty
-from typing import Any, Iterator
+from typing import Any
 
 from amqp.exceptions import PreconditionFailed
 from amqp.protocol import queue_declare_ok_t
@@ -48,7 +47,7 @@ from ..backends.memory import Broker, Stored, broker_for
 from ..backends.wire import encode_payload
 from ..errors import QueueNotEmpty, QueueNotFound
 from ..queues import QueueSpec
-from .base import queue_not_found
+from .base import not_found_as_404, queue_not_found
 
 __all__ = ["Channel", "QoS", "Transport"]
 
@@ -66,14 +65,6 @@ def _state_for(broker_id: str) -> virtual.BrokerState:
     with _states_lock:
         return _states.setdefault(broker_id, virtual.BrokerState())
 
-
-@contextmanager
-def _not_found(queue: str) -> Iterator[None]:
-    """The broker's ``QueueNotFound`` as py-amqp's 404."""
-    try:
-        yield
-    except QueueNotFound:
-        raise queue_not_found(queue) from None
 
 
 class QoS(virtual.QoS):  # type: ignore[misc]
@@ -197,7 +188,7 @@ class Channel(virtual.Channel):  # type: ignore[misc]
     def _take(self, queue: str, ack: bool) -> dict[str, Any]:
         """The next message of ``queue`` as a Kombu payload, in flight when ``ack``; raises
         ``Empty``."""
-        with _not_found(queue):
+        with not_found_as_404(queue):
             found = self.broker.take(queue, ack=ack)
         if found is None:
             raise Empty()
@@ -232,11 +223,11 @@ class Channel(virtual.Channel):  # type: ignore[misc]
         return super().basic_cancel(consumer_tag)
 
     def _size(self, queue: str) -> int:
-        with _not_found(queue):
+        with not_found_as_404(queue):
             return self.broker.count(queue)
 
     def _purge(self, queue: str) -> int:
-        with _not_found(queue):
+        with not_found_as_404(queue):
             return self.broker.purge(queue)
 
 

@@ -76,11 +76,10 @@ Differences from Kombu's Redis transport
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
 from functools import cached_property
 from queue import Empty
 from time import monotonic
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import redis
 from amqp.exceptions import NotFound
@@ -91,7 +90,7 @@ from kombu.utils.json import dumps
 from ..errors import QueueNotEmpty, QueueNotFound
 from ..queues import QueueSpec
 from ..redis_store import DEFAULT_LEASE_TIMEOUT, DEFAULT_PREFIX, Lease, Namespace, RedisStore, Stored
-from .base import ExactOrderChannelMixin, parse_payload, queue_not_found, unparseable_message
+from .base import ExactOrderChannelMixin, not_found_as_404, parse_payload, queue_not_found, unparseable_message
 from .redis_bindings import BindingsMixin
 from .redis_qos import IN_FLIGHT, PublishBatch, QoS
 
@@ -102,14 +101,6 @@ logger = logging.getLogger(__name__)
 #: ``basic_publish`` keyword passed down to ``_put``: the named exchange a message is routed by.
 _EXCHANGE = "_mindtrace_exchange"
 
-
-@contextmanager
-def _not_found(queue: str) -> Iterator[None]:
-    """The store's ``QueueNotFound`` as py-amqp's 404."""
-    try:
-        yield
-    except QueueNotFound:
-        raise queue_not_found(queue) from None
 
 
 class Channel(BindingsMixin, ExactOrderChannelMixin, kombu_redis.Channel):  # type: ignore[misc]
@@ -181,15 +172,15 @@ class Channel(BindingsMixin, ExactOrderChannelMixin, kombu_redis.Channel):  # ty
             self.store.expire(queue, self._binding_ttl(queue) if queue in self._active_queues else expires)
 
     def _size(self, queue: str) -> int:
-        with _not_found(queue):
+        with not_found_as_404(queue):
             return self.store.count(queue)
 
     def _purge(self, queue: str) -> int:
-        with _not_found(queue):
+        with not_found_as_404(queue):
             return self.store.purge(queue)
 
     def _delete(self, queue: str, *args: Any, if_empty: bool = False, **kwargs: Any) -> None:
-        with _not_found(queue):
+        with not_found_as_404(queue):
             self.store.delete(queue, if_empty=if_empty)
 
     def queue_delete(self, queue: str, if_unused: bool = False, if_empty: bool = False, **kwargs: Any) -> None:
@@ -290,7 +281,7 @@ class Channel(BindingsMixin, ExactOrderChannelMixin, kombu_redis.Channel):  # ty
 
     def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
         """Take the next message for good (Kombu's pops it)."""
-        with _not_found(queue):
+        with not_found_as_404(queue):
             stored = self.store.get(queue)
         self._touch(queue)
         if stored is None:
@@ -305,7 +296,7 @@ class Channel(BindingsMixin, ExactOrderChannelMixin, kombu_redis.Channel):  # ty
                 return self.Message(self._get(queue), channel=self)
             except Empty:
                 return None
-        with _not_found(queue):
+        with not_found_as_404(queue):
             found = self.lease.take(queue, 1)
         self._touch(queue)
         if not found:
