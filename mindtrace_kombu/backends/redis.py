@@ -17,6 +17,7 @@ import json
 import logging
 import threading
 import time
+from contextlib import AbstractContextManager
 from collections import defaultdict
 from typing import Any, Iterable, Sequence
 
@@ -57,7 +58,7 @@ class RedisBackend:
     def __repr__(self) -> str:
         return f"RedisBackend({self.url!r}, namespace={self.store.namespace.root!r})"
 
-    def errors(self, queue: str) -> Any:
+    def errors(self, queue: str) -> AbstractContextManager[None]:
         """Broker exceptions raised in the block become this package's errors."""
         return translate_errors(self.url, queue)
 
