@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         JobDecodeError,
         JobsError,
         QueueAlreadyExists,
+        QueueNotEmpty,
         QueueNotFound,
         QueueTypeMismatch,
         UnsupportedQueueType,
@@ -73,6 +74,7 @@ __all__ = [
     "JobDecodeError",
     "JobsError",
     "QueueAlreadyExists",
+    "QueueNotEmpty",
     "QueueNotFound",
     "QueueTypeMismatch",
     "UnsupportedQueueType",
@@ -93,7 +95,7 @@ _ORIGINS: dict[str, str] = {
     **dict.fromkeys(["QueueSpec", "QueueType"], ".queues"),
     **dict.fromkeys(
         ["BrokerUnavailable", "InvalidPriority", "InvalidQueueName", "JobDecodeError", "JobsError",
-         "QueueAlreadyExists", "QueueNotFound", "QueueTypeMismatch", "UnsupportedQueueType"],
+         "QueueAlreadyExists", "QueueNotEmpty", "QueueNotFound", "QueueTypeMismatch", "UnsupportedQueueType"],
         ".errors",
     ),
 }
