@@ -24,6 +24,7 @@ from mindtrace_kombu import (
     LocalClient,
     Orchestrator,
     QueueAlreadyExists,
+    QueueNotEmpty,
     QueueNotFound,
     QueueTypeMismatch,
     RabbitMQClient,
@@ -34,7 +35,7 @@ from mindtrace_kombu import (
 from mindtrace_kombu.clients import Client
 from mindtrace_kombu.transport import redis as redis_transport
 
-from .conftest import make_job, unique
+from .conftest import make_client, make_job, unique
 
 SECRET = "s3cr3t-Pa55"
 pytestmark = pytest.mark.timeout(60)
@@ -65,6 +66,7 @@ def assert_no_secret(*texts: object) -> None:
     [
         (QueueNotFound, KeyError),
         (QueueTypeMismatch, ValueError),
+        (QueueNotEmpty, ValueError),
         (QueueAlreadyExists, ValueError),
         (UnsupportedQueueType, ValueError),
         (InvalidPriority, ValueError),
@@ -338,3 +340,21 @@ def test_local_orchestrator_works_end_to_end(local: Orchestrator) -> None:
     received = local.receive_message(queue)
     assert received is not None and received.id == job.id
     local.delete_queue(queue)
+
+
+@pytest.mark.parametrize("backend", ["local", "redis", "rabbitmq"])
+def test_delete_if_empty_keeps_a_queue_holding_messages(backend: str) -> None:
+    """Given a queue with a message, ``delete_queue(if_empty=True)`` raises QueueNotEmpty naming
+    the fix and keeps the queue and its message; once purged, it deletes."""
+    orchestrator = Orchestrator(make_client(backend))
+    queue = unique("if-empty")
+    orchestrator.declare_queue(queue)
+    orchestrator.publish(queue, make_job(1))
+    with pytest.raises(QueueNotEmpty, match="purge it first"):
+        orchestrator.delete_queue(queue, if_empty=True)
+    assert orchestrator.count_queue_messages(queue) == 1
+    orchestrator.clean_queue(queue)
+    orchestrator.delete_queue(queue, if_empty=True)
+    with pytest.raises(QueueNotFound):
+        orchestrator.count_queue_messages(queue)
+    orchestrator.close()
