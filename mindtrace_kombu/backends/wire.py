@@ -21,10 +21,16 @@ from kombu.serialization import dumps as kombu_dumps
 
 from .base import UNPARSEABLE_CONTENT_TYPE, WireMessage
 
-__all__ = ["decode_payload", "delivery_tag", "encode", "encode_payload"]
+__all__ = ["decode_payload", "delivery_tag", "encode", "encode_payload", "message_properties", "parse_payload"]
 
 #: Producer options that travel as message properties (as ``Producer.publish`` sends them).
 _PROPERTY_OPTIONS = ("correlation_id", "reply_to", "expiration", "message_id", "timestamp", "type", "user_id", "app_id")
+
+
+def message_properties(source: Mapping[str, Any]) -> dict[str, Any]:
+    """The message properties among ``source``'s items (publish options or received
+    properties) that a :class:`~.base.WireMessage` carries: ``correlation_id``, ``reply_to``..."""
+    return {key: source[key] for key in _PROPERTY_OPTIONS if source.get(key) is not None}
 
 _TAG_PREFIX = uuid.uuid4().hex[:16]
 _tag_counter = itertools.count(1)
@@ -46,7 +52,7 @@ def encode(body: Any, options: Mapping[str, Any], serializer: str) -> WireMessag
     else:
         content_type, encoding, text = kombu_dumps(body, serializer=options.get("serializer", serializer))
         data = text.encode(encoding) if isinstance(text, str) else text
-    properties = {key: options[key] for key in _PROPERTY_OPTIONS if options.get(key) is not None}
+    properties = message_properties(options)
     return WireMessage(data, content_type, encoding, dict(options.get("headers") or {}), properties)
 
 
@@ -79,27 +85,41 @@ def encode_payload(
     }
 
 
-def decode_payload(raw: bytes | str | Mapping[str, Any]) -> tuple[WireMessage, int]:
-    """The message in a stored virtual-transport payload, and the priority it was published
-    with. Data that is not one (raw bytes pushed by hand, a broken body encoding) becomes an
-    unparseable message holding the original bytes, which no consumer accepts: it is
-    dead-lettered, never dropped."""
+def parse_payload(raw: bytes) -> dict[str, Any] | None:
+    """The virtual-transport payload stored as ``raw``, or None when it is not one: not JSON,
+    no ``properties`` mapping or ``body``, or a body its ``body_encoding`` cannot decode (Kombu's
+    virtual channel knows base64 and none)."""
     try:
-        payload = json.loads(raw) if isinstance(raw, (bytes, str)) else raw
-        properties = payload["properties"]
-        body = payload["body"]
+        payload = json.loads(raw)
+        properties, body = payload["properties"], payload["body"]
+        encoding = properties.get("body_encoding")
+        if encoding == "base64":
+            base64.b64decode(body, validate=True)
+        elif encoding is not None and str(encoding).lower() != "utf-8":
+            return None
+    except (ValueError, TypeError, KeyError, AttributeError, binascii.Error):
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def decode_payload(raw: bytes) -> tuple[WireMessage, int]:
+    """The message in a stored virtual-transport payload, and the priority it was published
+    with. Data that is not one (:func:`parse_payload`: raw bytes written by hand, a broken body
+    encoding) becomes an unparseable message holding the original bytes, which no consumer
+    accepts: it is dead-lettered, never dropped."""
+    payload = parse_payload(raw)
+    try:
+        if payload is None:
+            raise ValueError("not a Kombu message")
+        properties, body = payload["properties"], payload["body"]
         if properties.get("body_encoding") == "base64":
-            data = base64.b64decode(body, validate=True)
-        elif isinstance(body, bytes):
-            data = body
+            data = base64.b64decode(body)
         else:
             data = str(body).encode(payload.get("content-encoding") or "utf-8")
-        extra = {key: properties[key] for key in _PROPERTY_OPTIONS if properties.get(key) is not None}
         message = WireMessage(
-            data, payload.get("content-type") or "application/data",
-            payload.get("content-encoding") or "binary", dict(payload.get("headers") or {}), extra,
+            data, payload.get("content-type") or "application/data", payload.get("content-encoding") or "binary",
+            dict(payload.get("headers") or {}), message_properties(properties),
         )
         return message, int(properties.get("priority") or 0)
-    except (ValueError, TypeError, KeyError, AttributeError, binascii.Error, LookupError):
-        original = raw if isinstance(raw, bytes) else str(raw).encode()
-        return WireMessage(original, UNPARSEABLE_CONTENT_TYPE, "binary"), 0
+    except (ValueError, TypeError, AttributeError, LookupError):
+        return WireMessage(raw, UNPARSEABLE_CONTENT_TYPE, "binary"), 0

@@ -26,7 +26,7 @@ from amqp.exceptions import MessageNacked
 from kombu.transport import pyamqp
 
 from ..backends.base import Delivery, Settlement, WireMessage
-from ..backends.wire import _PROPERTY_OPTIONS
+from ..backends.wire import message_properties
 from ..queues import QueueSpec
 
 __all__ = ["Channel", "Connection", "SessionChannel", "Transport", "delivery", "probe_queue_spec", "settle"]
@@ -35,40 +35,62 @@ _CONFIRMS = [spec.Basic.Ack, spec.Basic.Nack]
 _DECLARE_ARGS = "BsbbbbbF"  # ticket, queue, passive, durable, exclusive, auto_delete, nowait, arguments
 
 
+class _Confirms:
+    """The publisher confirms of one channel in confirm mode: the broker numbers its publishes
+    from 1 and acknowledges (or refuses) them, one by one or ``multiple`` up to a tag."""
+
+    def __init__(self, channel: Any) -> None:
+        self.reset()
+        channel.events["basic_ack"].add(self._on_ack)
+        channel.events["basic_nack"].add(self._on_nack)
+
+    def reset(self) -> None:
+        """A new or reopened channel: tags restart at 1."""
+        self.published = 0
+        self.unconfirmed: set[int] = set()
+        self.nacked: set[int] = set()
+
+    def sent(self) -> int:
+        """Count one publish; returns its tag."""
+        self.published += 1
+        self.unconfirmed.add(self.published)
+        return self.published
+
+    def wait(self, channel: Any, tags: set[int]) -> int:
+        """Read frames until every one of ``tags`` is confirmed; returns how many were refused."""
+        while tags & self.unconfirmed:
+            channel.wait(_CONFIRMS)
+        refused = tags & self.nacked
+        self.nacked -= refused
+        return len(refused)
+
+    def _settle(self, delivery_tag: int, multiple: bool) -> set[int]:
+        settled = {tag for tag in self.unconfirmed if tag <= delivery_tag} if multiple else {delivery_tag}
+        self.unconfirmed -= settled
+        return settled
+
+    def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
+        self._settle(delivery_tag, multiple)
+
+    def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
+        self.nacked |= self._settle(delivery_tag, multiple)
+
+
 class Channel(pyamqp.Channel):  # type: ignore[misc]
     """A py-amqp channel that numbers its confirmed publishes and tracks their confirms."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.published = 0  # broker-side delivery tag of the last publish in confirm mode
-        self.unconfirmed: set[int] = set()
-        self.nacked: set[int] = set()
-        self.events["basic_ack"].add(self._confirmed)
-        self.events["basic_nack"].add(self._refused)
+        self.confirms = _Confirms(self)
 
     def _do_revive(self) -> None:
-        # py-amqp reopens a channel the broker closed (404, 406): its confirm tags restart at 1
-        self.published = 0
-        self.unconfirmed.clear()
-        self.nacked.clear()
+        self.confirms.reset()  # py-amqp reopens a channel the broker closed (404, 406)
         super()._do_revive()
 
     def _basic_publish(self, *args: Any, **kwargs: Any) -> Any:
         if self._confirm_selected:
-            self.published += 1
-            self.unconfirmed.add(self.published)
+            self.confirms.sent()
         return super()._basic_publish(*args, **kwargs)
-
-    def _settled(self, delivery_tag: int, multiple: bool) -> set[int]:
-        settled = {tag for tag in self.unconfirmed if tag <= delivery_tag} if multiple else {delivery_tag}
-        self.unconfirmed -= settled
-        return settled
-
-    def _confirmed(self, delivery_tag: int, multiple: bool) -> None:
-        self._settled(delivery_tag, multiple)
-
-    def _refused(self, delivery_tag: int, multiple: bool) -> None:
-        self.nacked |= self._settled(delivery_tag, multiple)
 
     def create_publish_batch(self, max_size: int) -> _ConfirmBatch:
         """Kombu's ``Producer.batch()`` hook."""
@@ -90,18 +112,14 @@ class _ConfirmBatch:
             channel._confirm_selected = True
             channel.confirm_select()
         channel._basic_publish(message, **kwargs)
-        self._tags.append(channel.published)
+        self._tags.append(channel.confirms.published)
         if len(self._tags) >= self.max_size:
             self.flush()
 
     def flush(self) -> None:
         tags, self._tags = set(self._tags), []
-        channel = self.channel
-        while tags & channel.unconfirmed:
-            channel.wait(_CONFIRMS)
-        if refused := tags & channel.nacked:
-            channel.nacked -= refused
-            raise MessageNacked(f"the broker refused {len(refused)} of {len(tags)} messages")
+        if refused := self.channel.confirms.wait(self.channel, tags):
+            raise MessageNacked(f"the broker refused {refused} of {len(tags)} messages")
 
     def discard(self) -> None:
         self._tags = []
@@ -135,13 +153,9 @@ class SessionChannel:
     def __init__(self, connection: kombu.Connection) -> None:
         raw = connection.channel()
         raw.auto_decode = False
-        raw.events["basic_ack"].add(self._on_ack)
-        raw.events["basic_nack"].add(self._on_nack)
         raw.events["basic_return"].add(self._on_return)
         self.raw: Any = raw
-        self._published = 0
-        self._unconfirmed: set[int] = set()
-        self._nacked = 0
+        self._confirms = _Confirms(raw)
         self._returned: list[Exception] = []
 
     @property
@@ -159,39 +173,25 @@ class SessionChannel:
         if not raw._confirm_selected:  # a new channel, or one py-amqp reopened: tags restart at 1
             raw.confirm_select()
             raw._confirm_selected = True
-            self._published, self._nacked = 0, 0
-            self._unconfirmed.clear()
+            self._confirms.reset()
             self._returned.clear()
+        tags = set()
         for message in messages:
             raw._basic_publish(
                 _amqp_message(message, priority), exchange="", routing_key=routing_key, mandatory=True
             )
-            self._published += 1
-            self._unconfirmed.add(self._published)
-        while self._unconfirmed:
-            raw.wait(_CONFIRMS)
+            tags.add(self._confirms.sent())
+        refused = self._confirms.wait(raw, tags)
         returned, self._returned = self._returned, []
-        nacked, self._nacked = self._nacked, 0
         if returned:
             raise returned[0]
-        if nacked:
-            raise MessageNacked(f"the broker refused {nacked} of {len(messages)} messages")
+        if refused:
+            raise MessageNacked(f"the broker refused {refused} of {len(messages)} messages")
 
     def close(self) -> None:
         """Close the channel (1 round trip); the broker requeues its unacknowledged messages."""
         if self.is_open:
             self.raw.close()
-
-    def _settle(self, delivery_tag: int, multiple: bool) -> int:
-        settled = {tag for tag in self._unconfirmed if tag <= delivery_tag} if multiple else {delivery_tag}
-        self._unconfirmed -= settled
-        return len(settled)
-
-    def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
-        self._settle(delivery_tag, multiple)
-
-    def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
-        self._nacked += self._settle(delivery_tag, multiple)
 
     def _on_return(self, exc: Exception, exchange: str, routing_key: str, message: Any) -> None:
         self._returned.append(exc)
@@ -215,7 +215,7 @@ def _wire_message(raw: Any) -> WireMessage:
     """The :class:`WireMessage` of a message received on a channel that does not decode bodies
     (inverse of :func:`_amqp_message`)."""
     properties: Mapping[str, Any] = raw.properties
-    extra = {key: properties[key] for key in _PROPERTY_OPTIONS if properties.get(key) is not None}
+    extra = message_properties(properties)
     if "expiration" in extra:
         extra["expiration"] = int(extra["expiration"]) / 1000
     return WireMessage(

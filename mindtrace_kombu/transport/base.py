@@ -10,21 +10,19 @@ adds what exact semantics need on top:
   does; primitives on an undeclared queue fail with its ``NotFound`` (404);
 * a passive declare is one ``_size`` call, which raises the 404 itself.
 
-Stored payloads are Kombu's virtual-transport JSON (:mod:`mindtrace_kombu.backends.wire`);
-:func:`parse_payload` reads one, and :func:`unparseable_message` wraps whatever is not one so
+Stored payloads are Kombu's virtual-transport JSON (:mod:`mindtrace_kombu.backends.wire`,
+whose ``parse_payload`` reads one); :func:`unparseable_message` wraps whatever is not one so
 that it is dead-lettered instead of dropped.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 from contextlib import contextmanager
 from typing import Any, Iterator
 
 from amqp.exceptions import NotFound, PreconditionFailed
 from amqp.protocol import queue_declare_ok_t
-from kombu.utils.json import loads
 
 from ..backends.base import UNPARSEABLE_CONTENT_TYPE
 from ..backends.wire import delivery_tag
@@ -35,7 +33,6 @@ __all__ = [
     "UNPARSEABLE_CONTENT_TYPE",
     "ExactOrderChannelMixin",
     "not_found_as_404",
-    "parse_payload",
     "precondition_failed",
     "queue_not_found",
     "unparseable_message",
@@ -60,23 +57,6 @@ def not_found_as_404(queue: str) -> Iterator[None]:
 def precondition_failed(reason: str) -> PreconditionFailed:
     """The 406 of a declaration that does not match the queue (same class as py-amqp's)."""
     return PreconditionFailed(f"PRECONDITION_FAILED - {reason}", (50, 10), "Queue.declare")
-
-
-def parse_payload(raw: bytes) -> dict[str, Any] | None:
-    """The Kombu message stored as ``raw``, or None when it is not one: not JSON, no
-    ``properties`` mapping or ``body``, or a body its ``body_encoding`` cannot decode (the same
-    test as :func:`~mindtrace_kombu.backends.wire.decode_payload`)."""
-    try:
-        payload = loads(raw)
-        properties, body = payload["properties"], payload["body"]
-        encoding = properties.get("body_encoding")
-        if encoding == "base64":
-            base64.b64decode(body, validate=True)
-        elif encoding is not None and str(encoding).lower() != "utf-8":
-            return None  # Kombu's virtual channel knows no other codec
-    except (ValueError, TypeError, KeyError, AttributeError, binascii.Error):
-        return None
-    return payload if isinstance(payload, dict) else None
 
 
 def unparseable_message(raw: bytes, queue: str, tag: str) -> dict[str, Any]:

@@ -87,10 +87,11 @@ from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps
 
+from ..backends.wire import parse_payload
 from ..errors import QueueNotEmpty, QueueNotFound
 from ..queues import QueueSpec
 from ..redis_store import DEFAULT_LEASE_TIMEOUT, DEFAULT_PREFIX, Lease, Namespace, RedisStore, Stored
-from .base import ExactOrderChannelMixin, not_found_as_404, parse_payload, queue_not_found, unparseable_message
+from .base import ExactOrderChannelMixin, not_found_as_404, queue_not_found, unparseable_message
 from .redis_bindings import BindingsMixin
 from .redis_qos import IN_FLIGHT, PublishBatch, QoS
 
