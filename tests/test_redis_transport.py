@@ -310,7 +310,7 @@ def test_queue_names_that_look_internal_are_ordinary_queues(prefix: str, name: s
         for queue in (name, neighbour):
             Queue(queue)(channel).declare()
             Producer(channel, serializer="json").publish(queue, routing_key=queue)
-        assert {spec.name for spec in channel.queue_specs()} == {name, neighbour}
+        assert {spec.name for spec in channel.store.specs()} == {name, neighbour}
         assert channel.store.count(name) == 1
         message = Queue(name)(channel).get(no_ack=False)
         assert message is not None and message.payload == name

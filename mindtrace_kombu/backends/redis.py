@@ -162,7 +162,7 @@ class RedisConsumer:
             self._lock.notify_all()
 
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
-        deadline = _Deadline(timeout)
+        deadline = time.monotonic() + timeout
         woken: str | None = None
         while True:
             with self._lock:
@@ -171,7 +171,7 @@ class RedisConsumer:
                 found = self._take(room, first=woken)
                 if found:
                     return found
-            remaining = deadline.remaining()
+            remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
             if room <= 0:
@@ -258,10 +258,3 @@ class RedisConsumer:
             with self.backend.errors(",".join(self.queues)):
                 self.lease.close()
 
-
-class _Deadline:
-    def __init__(self, timeout: float) -> None:
-        self._end = time.monotonic() + max(timeout, 0.0)
-
-    def remaining(self) -> float:
-        return self._end - time.monotonic()

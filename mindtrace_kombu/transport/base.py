@@ -8,7 +8,11 @@ adds what exact semantics need on top:
   (``_store_spec``) and read back by any process (``queue_spec``);
 * re-declaring with another spec fails with py-amqp's ``PreconditionFailed`` (406), as RabbitMQ
   does; primitives on an undeclared queue fail with its ``NotFound`` (404);
-* a passive declare is one ``_size`` call, which raises the 404 itself.
+* a passive declare is one ``_size`` call, which raises the 404 itself;
+* ``queue_delete`` deletes by name, whoever declared the queue, with its bindings
+  (``_forget_bindings``); ``if_empty`` keeps a queue holding ready or unacknowledged messages;
+* a queue consumed with ``no_ack`` is taken from for good (``_no_ack_queues``), the others
+  under acknowledgement.
 
 Stored payloads are Kombu's virtual-transport JSON (:mod:`mindtrace_kombu.backends.wire`,
 whose ``parse_payload`` reads one); :func:`unparseable_message` wraps whatever is not one so
@@ -26,7 +30,7 @@ from amqp.protocol import queue_declare_ok_t
 
 from ..backends.base import UNPARSEABLE_CONTENT_TYPE
 from ..backends.wire import delivery_tag
-from ..errors import QueueNotFound
+from ..errors import QueueNotEmpty, QueueNotFound
 from ..queues import QueueSpec
 
 __all__ = [
@@ -86,13 +90,49 @@ class ExactOrderChannelMixin:
         """Return the stored spec of ``queue``, or None when it was never declared."""
         raise NotImplementedError
 
-    def queue_specs(self) -> list[QueueSpec]:
-        """Every queue declared on this broker through this package."""
+    def _delete(self, queue: str, *args: Any, if_empty: bool = False, **kwargs: Any) -> None:
+        """Delete ``queue`` and its messages; the store's ``QueueNotFound``/``QueueNotEmpty``."""
         raise NotImplementedError
 
-    def unacked_counts(self) -> dict[str, int] | None:
-        """Delivered, unacknowledged messages per queue, or None when the broker cannot tell."""
-        return None
+    def _forget_bindings(self, queue: str) -> None:
+        """Remove the bindings of a deleted ``queue`` (Kombu's virtual channel leaves them)."""
+        self.state.queue_bindings_delete(queue)  # type: ignore[attr-defined]
+
+    def queue_delete(self, queue: str, if_unused: bool = False, if_empty: bool = False, **kwargs: Any) -> None:
+        """Delete ``queue`` by name, whoever declared it, with its bindings.
+
+        Replaces Kombu's, which deletes only through this process's bindings and leaves them
+        behind. A missing queue is ignored, as on RabbitMQ; with ``if_empty``, a queue holding
+        ready or unacknowledged messages is kept. ``if_unused`` is ignored, as Kombu does.
+        """
+        try:
+            self._delete(queue, if_empty=if_empty)
+        except QueueNotEmpty:
+            return
+        except QueueNotFound:
+            pass
+        self._forget_bindings(queue)
+
+    @property
+    def _no_ack_queues(self) -> set[str]:
+        """The queues this channel consumes with ``no_ack``: taken from for good."""
+        return self.__dict__.setdefault("_mindtrace_no_ack_queues", set())  # type: ignore[no-any-return]
+
+    def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
+        """Kombu's, noting whether ``queue`` is consumed with ``no_ack``."""
+        if no_ack:
+            self._no_ack_queues.add(queue)
+        else:
+            self._no_ack_queues.discard(queue)
+        return super().basic_consume(queue, no_ack, *args, **kwargs)  # type: ignore[misc]
+
+    def basic_cancel(self, consumer_tag: str) -> Any:
+        """Kombu's; a queue no longer consumed here forgets its ``no_ack``."""
+        queue = self._tag_to_queue.get(consumer_tag)  # type: ignore[attr-defined]
+        result = super().basic_cancel(consumer_tag)  # type: ignore[misc]
+        if queue not in self._active_queues:  # type: ignore[attr-defined]
+            self._no_ack_queues.discard(queue)
+        return result
 
     def _next_delivery_tag(self) -> str:
         """A delivery tag unique across processes (Kombu draws a uuid4 per message)."""

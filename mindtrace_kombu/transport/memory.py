@@ -37,17 +37,15 @@ import time
 from queue import Empty
 from typing import Any
 
-from amqp.exceptions import PreconditionFailed
-from amqp.protocol import queue_declare_ok_t
 from kombu.transport import memory, virtual
 from kombu.transport.base import to_rabbitmq_queue_arguments
 
 from ..backends.base import Settlement, WireMessage
 from ..backends.memory import Broker, Stored, broker_for
 from ..backends.wire import encode_payload
-from ..errors import QueueNotEmpty, QueueNotFound
+from ..errors import QueueNotFound
 from ..queues import QueueSpec
-from .base import not_found_as_404, queue_not_found
+from .base import ExactOrderChannelMixin, not_found_as_404, queue_not_found
 
 __all__ = ["Channel", "QoS", "Transport"]
 
@@ -93,7 +91,7 @@ class QoS(virtual.QoS):  # type: ignore[misc]
         return []
 
 
-class Channel(virtual.Channel):  # type: ignore[misc]
+class Channel(ExactOrderChannelMixin, virtual.Channel):  # type: ignore[misc]
     """A Kombu virtual channel whose primitives are the broker's."""
 
     QoS = QoS
@@ -102,7 +100,6 @@ class Channel(virtual.Channel):  # type: ignore[misc]
 
     def __init__(self, connection: Any, **kwargs: Any) -> None:
         self.broker: Broker = connection.broker
-        self._no_ack_queues: set[str] = set()  # consumed with no_ack: taken for good
         super().__init__(connection, **kwargs)
 
     def prepare_queue_arguments(self, arguments: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
@@ -110,42 +107,17 @@ class Channel(virtual.Channel):  # type: ignore[misc]
         prepared: dict[str, Any] = to_rabbitmq_queue_arguments(arguments, **kwargs)
         return prepared
 
-    def _new_queue(self, queue: str, **kwargs: Any) -> None:
-        try:
-            requested = QueueSpec.from_arguments(queue, kwargs.get("arguments"))
-        except (TypeError, ValueError) as exc:
-            raise PreconditionFailed(
-                f"PRECONDITION_FAILED - {exc}", (50, 10), "Queue.declare",
-            ) from None
-        existing = self.broker.declare(requested)
-        if existing != requested:
-            raise PreconditionFailed(
-                f"PRECONDITION_FAILED - queue {queue!r} exists as {existing.describe()}, "
-                f"not {requested.describe()}",
-                (50, 10), "Queue.declare",
-            )
+    def _store_spec(self, spec: QueueSpec) -> QueueSpec:
+        return self.broker.declare(spec)
 
-    def _has_queue(self, queue: str, **kwargs: Any) -> bool:
-        return self.broker.lookup(queue) is not None
+    def queue_spec(self, queue: str) -> QueueSpec | None:
+        return self.broker.lookup(queue)
 
-    def queue_declare(self, queue: str | None = None, passive: bool = False, **kwargs: Any) -> Any:
-        """Declare ``queue``; a passive declare of a missing queue raises py-amqp's 404."""
-        if passive and queue:
-            return queue_declare_ok_t(queue, self._size(queue), 0)
-        return super().queue_declare(queue, passive=passive, **kwargs)
+    def _delete(self, queue: str, *args: Any, if_empty: bool = False, **kwargs: Any) -> None:
+        self.broker.delete(queue, if_empty=if_empty)
 
-    def queue_delete(
-        self, queue: str, if_unused: bool = False, if_empty: bool = False, **kwargs: Any,
-    ) -> None:
-        """Delete ``queue`` by name, whoever declared it, and its bindings; a missing queue is
-        ignored and, with ``if_empty``, a queue holding messages is kept."""
-        try:
-            self.broker.delete(queue, if_empty=if_empty)
-        except QueueNotEmpty:
-            return
-        except QueueNotFound:
-            pass
-        self.state.queue_bindings_delete(queue)
+    def _forget_bindings(self, queue: str) -> None:
+        super()._forget_bindings(queue)
         for exchange in self.state.exchanges.values():  # Kombu leaves the routing tables
             exchange["table"][:] = [meta for meta in exchange["table"] if meta[2] != queue]
 
@@ -212,15 +184,7 @@ class Channel(virtual.Channel):  # type: ignore[misc]
         """Consume an existing ``queue`` (404 otherwise)."""
         if not self._has_queue(queue):
             raise queue_not_found(queue)
-        if no_ack:
-            self._no_ack_queues.add(queue)
-        else:
-            self._no_ack_queues.discard(queue)
         return super().basic_consume(queue, no_ack, *args, **kwargs)
-
-    def basic_cancel(self, consumer_tag: str) -> Any:
-        self._no_ack_queues.discard(self._tag_to_queue.get(consumer_tag))
-        return super().basic_cancel(consumer_tag)
 
     def _size(self, queue: str) -> int:
         with not_found_as_404(queue):

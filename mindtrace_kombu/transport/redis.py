@@ -82,13 +82,12 @@ from time import monotonic
 from typing import Any, Sequence
 
 import redis
-from amqp.exceptions import NotFound
 from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps
 
 from ..backends.wire import parse_payload
-from ..errors import QueueNotEmpty, QueueNotFound
+from ..errors import QueueNotFound
 from ..queues import QueueSpec
 from ..redis_store import DEFAULT_LEASE_TIMEOUT, DEFAULT_PREFIX, Lease, Namespace, RedisStore, Stored
 from .base import ExactOrderChannelMixin, not_found_as_404, queue_not_found, unparseable_message
@@ -119,10 +118,6 @@ class Channel(BindingsMixin, ExactOrderChannelMixin, kombu_redis.Channel):  # ty
 
     from_transport_options = kombu_redis.Channel.from_transport_options + ("prefix", "lease_timeout")
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._no_ack_queues: set[str] = set()  # consumed with no_ack: taken for good
-        super().__init__(*args, **kwargs)
-
     @cached_property
     def namespace(self) -> Namespace:
         """Where every key and pub/sub channel lives."""
@@ -152,13 +147,6 @@ class Channel(BindingsMixin, ExactOrderChannelMixin, kombu_redis.Channel):  # ty
     def queue_spec(self, queue: str) -> QueueSpec | None:
         return self.store.spec(queue)
 
-    def queue_specs(self) -> list[QueueSpec]:
-        return self.store.specs()
-
-    def unacked_counts(self) -> dict[str, int]:
-        """Messages in flight per queue (O(queues))."""
-        return self.store.inflight_counts()
-
     # -- queues ------------------------------------------------------------------------------
 
     def _new_queue(self, queue: str, **kwargs: Any) -> None:
@@ -181,24 +169,7 @@ class Channel(BindingsMixin, ExactOrderChannelMixin, kombu_redis.Channel):  # ty
             return self.store.purge(queue)
 
     def _delete(self, queue: str, *args: Any, if_empty: bool = False, **kwargs: Any) -> None:
-        with not_found_as_404(queue):
-            self.store.delete(queue, if_empty=if_empty)
-
-    def queue_delete(self, queue: str, if_unused: bool = False, if_empty: bool = False, **kwargs: Any) -> None:
-        """Delete ``queue`` by name, whoever declared it, with the bindings this process knows.
-
-        Replaces Kombu's, which deletes only through this process's bindings and leaves them in
-        Redis. A missing queue is ignored, as on RabbitMQ; with ``if_empty``, a queue holding
-        ready or unacknowledged messages is kept. ``if_unused`` is ignored, as Kombu does.
-        """
-        self.auto_delete_queues.discard(queue)
-        try:
-            self._delete(queue, if_empty=if_empty)
-        except QueueNotEmpty:
-            return
-        except NotFound:
-            pass
-        self._unbind_all(queue)
+        self.store.delete(queue, if_empty=if_empty)
 
     # -- publishing --------------------------------------------------------------------------
 
@@ -308,8 +279,6 @@ class Channel(BindingsMixin, ExactOrderChannelMixin, kombu_redis.Channel):  # ty
 
     def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
         """Kombu's; a consumed queue lives as long as its bindings (see ``x-expires``)."""
-        if no_ack:
-            self._no_ack_queues.add(queue)
         result = super().basic_consume(queue, no_ack, *args, **kwargs)
         self._touch(queue)
         return result
@@ -319,7 +288,6 @@ class Channel(BindingsMixin, ExactOrderChannelMixin, kombu_redis.Channel):  # ty
         queue = self._tag_to_queue.get(consumer_tag)
         result = super()._basic_cancel(consumer_tag)
         if queue is not None and queue not in self._active_queues:
-            self._no_ack_queues.discard(queue)
             try:
                 self._touch(queue)
             except self.connection_errors:

@@ -44,6 +44,7 @@ class BindingsMixin:
     store: Any
     namespace: Any
     state: Any
+    auto_delete_queues: set[str]
     sep: str
     _expires: dict[str, int]
     _active_queues: list[str]
@@ -117,8 +118,10 @@ class BindingsMixin:
         bound to. Replaces Kombu's sweep of its ``_kombu.binding_deadlines`` set."""
         return 0
 
-    def _unbind_all(self, queue: str) -> None:
-        """Remove the bindings this process made for ``queue``, here and in Redis."""
+    def _forget_bindings(self, queue: str) -> None:
+        """Remove the bindings this process made for ``queue``, here and in Redis (and no
+        longer auto-delete it: it is gone)."""
+        self.auto_delete_queues.discard(queue)
         bindings = self._bindings_of([queue])
         if bindings:
             with self.store.client.pipeline(transaction=False) as pipe:
