@@ -3,7 +3,7 @@
 Messages are stored as Kombu virtual-transport payloads (:mod:`.wire`), so the Kombu transport
 ``mindtrace-redis`` (Celery, plain Kombu) reads what this backend writes and the other way
 round. Every operation is the store's (round trips in :mod:`mindtrace_kombu.redis_store.store`):
-publish, get, count, purge 1; declare and delete 1 pipelined; a consumer's fetch 1 per batch
+publish, get, count, purge 1; declare 1 pipelined; delete 2; a consumer's fetch 1 per batch
 (the settlements since the last fetch ride along), plus one BRPOP while its queues are empty.
 
 Takes with acknowledgement hold a :class:`~mindtrace_kombu.redis_store.Lease`: one per

@@ -25,6 +25,7 @@ no queue name, however chosen, can collide with another queue's or an internal k
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 __all__ = ["DEFAULT_PREFIX", "Namespace", "QueueKeys"]
@@ -64,8 +65,9 @@ class Namespace:
         """The set of declared queue names."""
         return f"{self.root}:queues"
 
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 - namespaces are few and live as long as the process
     def queue(self, name: str) -> QueueKeys:
-        """The keys of queue ``name``, all in one hash slot."""
+        """The keys of queue ``name``, all in one hash slot (built once per queue)."""
         base = f"{self.root}:q:{{{name.translate(_ESCAPES)}}}:"
         return QueueKeys(*(base + kind for kind in ("meta", "ready", "bodies", "wake", "leases", "inflight")))
 

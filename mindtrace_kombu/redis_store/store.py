@@ -10,7 +10,7 @@ declare                       1 (script and registry update, pipelined)
 put (n messages)              1 per 1,000 messages
 take / get / settle           1 (acks, requeues, expired leases and the take in one script)
 count, purge, release         1
-delete                        1 (script and registry update, pipelined)
+delete                        2 (the script, then the registry update: only once it succeeded)
 wait                          1 BRPOP on the queues' wake-up lists (blocks up to ``timeout``)
 heartbeat                     1 per queue the lease holds messages in
 ============================  ===============================================================
@@ -136,7 +136,8 @@ class RedisStore:
         return int(self._run(_PURGE, queue, ()))
 
     def delete(self, queue: str, *, if_empty: bool = False) -> None:
-        """Delete the queue and its messages (with ``if_empty``: only if it holds none)."""
+        """Delete the queue and its messages (with ``if_empty``: only if it holds none). Two
+        round trips: the registry lives in another hash slot, and keeps a queue that was kept."""
         self._run(_DELETE, queue, ("1" if if_empty else "0",))
         self.client.srem(self.namespace.registry, queue)
 
