@@ -14,10 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from contextlib import ExitStack
@@ -34,6 +30,7 @@ from celery import Celery, chain, chord, group  # noqa: E402
 from celery.exceptions import TimeoutError as ResultTimeout  # noqa: E402
 from celery.result import AsyncResult, ResultSet  # noqa: E402
 
+from tests.celery_test_app_harness import CeleryWorker  # noqa: E402
 from tests.celery_prefork_app import (  # noqa: E402
     RATE,
     RETRY_COUNTDOWN,
@@ -42,7 +39,6 @@ from tests.celery_prefork_app import (  # noqa: E402
     declared_queues,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
 # As in tests/conftest.py, read here so that these tests need nothing of mindtrace_kombu's API.
 REDIS_URL = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
 REQUIRE_BROKERS = os.environ.get("MINDTRACE_REQUIRE_BROKERS") == "1"
@@ -51,10 +47,9 @@ LEASE_TIMEOUT = 3.0
 #: Ours renews leases (and releases expired ones) every third of the lease; stock sweeps for
 #: abandoned deliveries every second in the crash test. Plus a second for polling and scheduling.
 TAKEOVER_SLACK = LEASE_TIMEOUT / 3 + 1.0
-#: Seconds a worker may take to start consuming, to run a batch, or to stop when asked.
+#: Seconds a worker may take to start consuming, or to run a batch.
 STARTUP_TIMEOUT = 60.0
 RESULT_TIMEOUT = 60.0
-STOP_TIMEOUT = 20.0
 TRICKLE_TASKS = 500
 TRICKLE_INTERVAL = 0.003
 #: countdown/ETA of delayed tasks: longer than a lease, so ours must keep the held message.
@@ -132,33 +127,23 @@ def holds_off(predicate: Callable[[], Any], within: float) -> bool:
     return not predicate()
 
 
-class Worker:
-    """``celery -A tests.celery_prefork_app worker`` in a process group of its own."""
+class Worker(CeleryWorker):
+    """``celery -A tests.celery_prefork_app worker`` on a setup's queue, prefork ``-c 2`` by default."""
 
     def __init__(
         self, setup: Setup, output: Path, name: str, *, pool: str = "prefork", concurrency: int = 2,
         queues: list[str] | None = None, prefetch_multiplier: int | None = None,
     ) -> None:
-        self.setup, self.output = setup, output
-        self.nodename = f"{name}-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
-        command = [
-            sys.executable, "-m", "celery", "-A", "tests.celery_prefork_app", "worker",
-            "--pool", pool, "--concurrency", str(concurrency), "--queues", ",".join(queues or [setup.queue]),
-            "--hostname", self.nodename, "--without-gossip", "--without-mingle", "--without-heartbeat",
-            "--loglevel", "INFO",
-        ]
-        if prefetch_multiplier is not None:
-            command += ["--prefetch-multiplier", str(prefetch_multiplier)]
-        pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-        with open(output, "wb") as sink:
-            self.process = subprocess.Popen(
-                command, cwd=ROOT, env={**os.environ, "PYTHONPATH": pythonpath, **setup.env()},
-                stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            )
+        self.setup = setup
+        super().__init__(
+            "tests.celery_prefork_app", queues or [setup.queue], setup.env(), output,
+            f"{name}-{uuid.uuid4().hex[:6]}", pool=pool, concurrency=concurrency,
+            prefetch_multiplier=prefetch_multiplier,
+        )
 
     def log(self) -> str:
-        """The worker's output so far."""
-        return f"--- {self.nodename} ---\n{self.output.read_text(errors='replace')[-6000:]}"
+        """The end of the worker's output, with its name."""
+        return f"--- {self.nodename} ---\n{super().log()[-6000:]}"
 
     def wait_ready(self, client: redis.Redis) -> None:
         """Wait until the worker consumes (its ``worker_ready`` handler sets a key)."""
@@ -167,27 +152,6 @@ class Worker:
                 pytest.fail(f"worker exited with status {self.process.returncode}\n{self.log()}")
             return bool(client.exists(self.setup.key(f"ready:{self.nodename}")))
         wait_for(ready, STARTUP_TIMEOUT, f"worker {self.nodename} ready", self.log)
-
-    def kill(self) -> None:
-        """SIGKILL the whole process group: the main process and its pool children."""
-        self._signal_group(signal.SIGKILL)
-        self.process.wait(STOP_TIMEOUT)
-
-    def stop(self) -> None:
-        """Warm shutdown (SIGTERM); then SIGKILL whatever is left of the process group."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                pass
-        self.kill()
-
-    def _signal_group(self, signum: int) -> None:
-        try:
-            os.killpg(self.process.pid, signum)
-        except ProcessLookupError:
-            pass
 
 
 @dataclass
