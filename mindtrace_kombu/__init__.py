@@ -14,21 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from . import serialization as _serialization  # registers the Kombu serializer
 from . import transport as _transport  # registers the mindtrace-memory / mindtrace-redis aliases
+from .errors import *  # noqa: F403 - the error hierarchy, dependency-free
+from . import errors as _errors
 
 if TYPE_CHECKING:
     from .clients import Client, LocalClient, RabbitMQClient, RedisClient, RedisSentinelClient, client_from_url
-    from .errors import (
-        BrokerUnavailable,
-        InvalidPriority,
-        InvalidQueueName,
-        JobDecodeError,
-        JobsError,
-        QueueAlreadyExists,
-        QueueNotEmpty,
-        QueueNotFound,
-        QueueTypeMismatch,
-        UnsupportedQueueType,
-    )
     from .models import (
         QUEUE_MAPPING,
         BackendType,
@@ -67,17 +57,8 @@ __all__ = [
     "QUEUE_MAPPING",
     "QueueSpec",
     "QueueType",
-    # errors
-    "BrokerUnavailable",
-    "InvalidPriority",
-    "InvalidQueueName",
-    "JobDecodeError",
-    "JobsError",
-    "QueueAlreadyExists",
-    "QueueNotEmpty",
-    "QueueNotFound",
-    "QueueTypeMismatch",
-    "UnsupportedQueueType",
+    # errors: every name of mindtrace_kombu.errors
+    *_errors.__all__,
 ]
 
 #: Module that defines each public name; add new exports here and to ``__all__``.
@@ -93,11 +74,6 @@ _ORIGINS: dict[str, str] = {
         ".models",
     ),
     **dict.fromkeys(["QueueSpec", "QueueType"], ".queues"),
-    **dict.fromkeys(
-        ["BrokerUnavailable", "InvalidPriority", "InvalidQueueName", "JobDecodeError", "JobsError",
-         "QueueAlreadyExists", "QueueNotEmpty", "QueueNotFound", "QueueTypeMismatch", "UnsupportedQueueType"],
-        ".errors",
-    ),
 }
 
 

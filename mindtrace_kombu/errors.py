@@ -9,6 +9,8 @@ caller would naturally catch::
     ├── UnsupportedQueueType    (ValueError)       the backend cannot provide this queue type
     ├── InvalidPriority         (ValueError)       priority out of range, not an int, or on a non-priority queue
     ├── InvalidQueueName        (ValueError)       empty, too long, control characters, ``amq.`` prefix
+    ├── InvalidArgument         (ValueError)       a timeout, count or limit out of range (NaN, negative, 0 workers)
+    ├── JobEncodeError          (ValueError)       a job cannot be serialized; nothing of the batch was sent
     ├── JobDecodeError          (ValueError)       a message is not a job; it was moved to the dead-letter queue
     └── BrokerUnavailable       (ConnectionError)  the broker cannot be reached within the configured time
 
@@ -19,9 +21,11 @@ from __future__ import annotations
 
 __all__ = [
     "BrokerUnavailable",
+    "InvalidArgument",
     "InvalidPriority",
     "InvalidQueueName",
     "JobDecodeError",
+    "JobEncodeError",
     "JobsError",
     "QueueAlreadyExists",
     "QueueNotEmpty",
@@ -105,6 +109,26 @@ class InvalidQueueName(JobsError, ValueError):
     def __init__(self, queue_name: object, reason: str) -> None:
         self.queue_name = queue_name
         super().__init__(f"invalid queue name {queue_name!r}: {reason}")
+
+
+class InvalidArgument(JobsError, ValueError):
+    """A number or option is out of range: a timeout that is NaN, infinite or negative, a
+    prefetch or concurrency below 1, ..."""
+
+    def __init__(self, name: str, value: object, requirement: str) -> None:
+        self.name = name
+        self.value = value
+        super().__init__(f"invalid {name} {value!r}: {requirement}")
+
+
+class JobEncodeError(JobsError, ValueError):
+    """A job cannot be serialized; no job of its batch was sent."""
+
+    def __init__(self, queue_name: str, job_id: str, reason: str) -> None:
+        self.queue_name = queue_name
+        self.job_id = job_id
+        self.reason = reason
+        super().__init__(f"job {job_id!r} for {queue_name!r} cannot be encoded ({reason}); nothing was sent")
 
 
 class JobDecodeError(JobsError, ValueError):

@@ -1,0 +1,26 @@
+"""Checks of numeric arguments, run before any broker call: a bad number raises
+:class:`~.errors.InvalidArgument` instead of hanging (``timeout=nan``) or reaching the broker."""
+
+from __future__ import annotations
+
+import math
+
+from .errors import InvalidArgument
+
+__all__ = ["check_count", "check_timeout"]
+
+
+def check_timeout(name: str, value: float | None, *, optional: bool = True) -> float | None:
+    """``value`` as seconds: a finite real number >= 0 (or None when ``optional``)."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise InvalidArgument(name, value, "a timeout is a finite number of seconds >= 0")
+    return float(value)
+
+
+def check_count(name: str, value: int, *, minimum: int = 1) -> int:
+    """``value`` as a count: an int >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidArgument(name, value, f"it must be an int >= {minimum}")
+    return value
