@@ -13,15 +13,17 @@ import itertools
 import time
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence, TypeVar
 
-from kombu.exceptions import ContentDisallowed, DecodeError
+from kombu.exceptions import EncodeError
 
-from .backends.base import UNPARSEABLE_CONTENT_TYPE, Backend, Delivery, WireMessage
+from .arguments import check_count, check_timeout
+from .backends.base import Backend, Delivery, WireMessage
 from .backends.wire import encode
 from .clients import Client, LocalClient
-from .errors import BrokerUnavailable, InvalidPriority, JobDecodeError, QueueNotFound, QueueTypeMismatch
+from .decoding import DecodeLimits, Undecodable, decode_job
+from .errors import BrokerUnavailable, InvalidPriority, JobDecodeError, JobEncodeError, QueueNotFound, QueueTypeMismatch
 from .models import QUEUE_MAPPING, Job, JobType
 from .queues import QueueSpec, dead_letter_queue_name, validate_queue_name
-from .serialization import ACCEPT, SERIALIZER
+from .serialization import SERIALIZER
 
 __all__ = ["MessageBuilder", "OutgoingMessage", "QueueOperations", "job_message"]
 
@@ -58,6 +60,8 @@ class QueueOperations:
         connection_retries: how often an operation is retried after the broker connection
             broke, before :class:`BrokerUnavailable` (a retried publish may deliver the job
             twice). A broker that was never reachable fails at once.
+        limits: size limits of received messages, on the wire and decompressed; larger ones
+            are dead-lettered undecoded.
     """
 
     def __init__(
@@ -67,10 +71,13 @@ class QueueOperations:
         routes: Mapping[JobType | str, str] | None = None,
         connection_retries: int = 2,
         message_builder: MessageBuilder | None = None,
+        limits: DecodeLimits = DecodeLimits(),
     ) -> None:
+        check_count("connection_retries", connection_retries, minimum=0)
         self.client = client if client is not None else LocalClient()
         self.backend: Backend = self.client.open_backend()
         self.connection_retries = connection_retries
+        self.limits = limits
         self.message_builder: MessageBuilder = message_builder or job_message
         self.routes: dict[JobType, str] = dict(QUEUE_MAPPING)
         for job_type, queue in (routes or {}).items():
@@ -213,7 +220,8 @@ class QueueOperations:
         """Publish ``job``; returns ``job.id``. 1 round trip (RabbitMQ: publish + confirm).
 
         Raises:
-            QueueNotFound, InvalidPriority, InvalidQueueName, TypeError (not a Job), BrokerUnavailable.
+            QueueNotFound, InvalidPriority, InvalidQueueName, TypeError (not a Job),
+            JobEncodeError, BrokerUnavailable.
         """
         return self.publish_many(queue_name, [job], priority=priority)[0]
 
@@ -221,7 +229,7 @@ class QueueOperations:
         """Publish several jobs to one queue, in order, in one batch; returns their ids.
 
         Every job is validated and encoded before the first is sent, so a job that cannot be
-        encoded sends nothing.
+        encoded raises :class:`JobEncodeError` and sends nothing.
         """
         validate_queue_name(queue_name)
         jobs = list(jobs)
@@ -236,9 +244,15 @@ class QueueOperations:
             # the cached spec may be stale (re-created elsewhere with another type): check once more
             del self._specs[queue_name]
             priority = self._spec(queue_name).validate_priority(priority)
-        messages = [self._encode(self.message_builder(queue_name, job)) for job in jobs]
+        messages = [self._encode_job(queue_name, job) for job in jobs]
         self._send(queue_name, messages, priority)
         return [job.id for job in jobs]
+
+    def _encode_job(self, queue_name: str, job: Job) -> WireMessage:
+        try:
+            return self._encode(self.message_builder(queue_name, job))
+        except (EncodeError, ValueError, TypeError) as exc:  # pydantic's errors are ValueErrors
+            raise JobEncodeError(queue_name, job.id, f"{type(exc).__name__}: {exc}") from exc
 
     @staticmethod
     def _encode(message: OutgoingMessage) -> WireMessage:
@@ -269,7 +283,8 @@ class QueueOperations:
         message that is not a job is moved to ``<queue>.dlq`` and raises :class:`JobDecodeError`.
 
         Raises:
-            QueueNotFound, JobDecodeError, BrokerUnavailable.
+            QueueNotFound, JobDecodeError, InvalidArgument (``timeout`` not a finite number
+            >= 0), BrokerUnavailable.
         """
         validate_queue_name(queue_name)
         delivery = self.take(queue_name, timeout, ack=False)
@@ -278,7 +293,7 @@ class QueueOperations:
     def take(self, queue_name: str, timeout: float | None, *, ack: bool) -> Delivery | None:
         """The next message, or None after ``timeout``; with ``ack`` it stays in flight until
         settled (used by ``claim``), else it has left the queue for good."""
-        deadline = time.monotonic() + (timeout or 0)
+        deadline = time.monotonic() + (check_timeout("timeout", timeout) or 0)
         delay = _POLL_MIN
         while True:
             delivery = self._run(lambda: self.backend.get(queue_name, ack=ack))
@@ -291,28 +306,18 @@ class QueueOperations:
             delay = min(delay * 2, _POLL_MAX)
 
     def decode_job(self, delivery: Delivery, *, max_bytes: int | None = None) -> Job:
-        """The job in a delivery. Anything else -- a body over ``max_bytes``, another content
-        type, bytes that do not decode, JSON that is not a job -- is moved to the dead-letter
-        queue (:meth:`dead_letter`) and raises :class:`JobDecodeError`; the caller still owns
-        the delivery (acknowledge it: it is safe in the dead-letter queue)."""
-        message = delivery.message
+        """The job in a delivery. Anything else -- see :mod:`~.decoding` for the layers checked,
+        with the limits of :attr:`limits` (``max_bytes`` overrides the size on the wire) -- is
+        moved byte for byte to the dead-letter queue (:meth:`dead_letter`) and raises
+        :class:`JobDecodeError`; the caller still owns the delivery (acknowledge it: it is safe
+        in the dead-letter queue)."""
+        limits = self.limits if max_bytes is None else dataclasses.replace(self.limits, max_message_bytes=max_bytes)
         try:
-            if max_bytes is not None and len(message.body) > max_bytes:
-                raise DecodeError(f"oversize: {len(message.body)} bytes, the limit is {max_bytes}")
-            job = delivery.decode(ACCEPT)
-        except ContentDisallowed:
-            if message.content_type == UNPARSEABLE_CONTENT_TYPE:
-                reason = "not a Kombu message: the broker held raw bytes"
-            else:
-                reason = f"content type {message.content_type!r} is not a job (expected {ACCEPT[0]!r})"
-        except DecodeError as exc:
-            reason = f"cannot decode body: {exc}"
-        else:
-            if isinstance(job, Job):
-                return job
-            reason = f"body decodes to {type(job).__name__}, not a Job"
+            return decode_job(delivery.message, limits)
+        except Undecodable as exc:
+            reason = str(exc)
         queue_name = delivery.queue
-        raise JobDecodeError(queue_name, reason, self.dead_letter(queue_name, message, reason))
+        raise JobDecodeError(queue_name, reason, self.dead_letter(queue_name, delivery.message, reason))
 
     def dead_letter(self, queue_name: str, message: WireMessage | OutgoingMessage, reason: str) -> str:
         """Publish a message to ``<queue>.dlq`` (declared on first use) with the reason in its

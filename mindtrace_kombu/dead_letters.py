@@ -14,10 +14,10 @@ from typing import Any
 
 from .backends.base import Delivery
 from .core import QueueOperations
+from .decoding import DecodeLimits, Undecodable, decode_job
 from .errors import QueueNotFound
 from .models import ExecutionStatus, Job
 from .queues import dead_letter_queue_name
-from .serialization import ACCEPT
 
 __all__ = ["DeadLetter", "list_dead_letters", "requeue_dead_letters"]
 
@@ -38,13 +38,12 @@ class DeadLetter:
     headers: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_delivery(cls, queue: str, delivery: Delivery) -> DeadLetter:
+    def from_delivery(cls, queue: str, delivery: Delivery, limits: DecodeLimits) -> DeadLetter:
         headers = dict(delivery.headers or {})
         try:
-            decoded = delivery.decode(ACCEPT)
-        except Exception:  # noqa: BLE001 - not a job: the raw bytes are what there is
-            decoded = None
-        job = decoded if isinstance(decoded, Job) else None
+            job: Job | None = decode_job(delivery.message, limits)
+        except Undecodable:  # not a job: the raw bytes are what there is
+            job = None
         return cls(
             body=delivery.message.body,
             reason=str(headers.get("x-death-reason", "")),
@@ -86,7 +85,7 @@ def _taken(orchestrator: QueueOperations, queue: str, limit: int | None) -> Iter
 def list_dead_letters(orchestrator: QueueOperations, queue: str, limit: int | None = None) -> list[DeadLetter]:
     """The dead letters of ``queue``, oldest first; they stay where they are."""
     with _taken(orchestrator, queue, limit) as deliveries:
-        return [DeadLetter.from_delivery(queue, delivery) for delivery in deliveries]
+        return [DeadLetter.from_delivery(queue, delivery, orchestrator.limits) for delivery in deliveries]
 
 
 def requeue_dead_letters(orchestrator: QueueOperations, queue: str, limit: int | None = None) -> int:
@@ -99,7 +98,7 @@ def requeue_dead_letters(orchestrator: QueueOperations, queue: str, limit: int |
     requeued = 0
     with _taken(orchestrator, queue, limit) as deliveries:
         for delivery in deliveries:
-            letter = DeadLetter.from_delivery(queue, delivery)
+            letter = DeadLetter.from_delivery(queue, delivery, orchestrator.limits)
             if letter.job is None:
                 continue  # not a job: it stays in the dead-letter queue
             job = letter.job.model_copy(

@@ -8,14 +8,18 @@ the package installed can decode jobs too). A job travels as JSON::
 
 ``input_type``/``output_type`` are looked up in :data:`~mindtrace_kombu.models.PAYLOAD_TYPES`
 only; a name that is not registered yields the generic base class with every field kept as an
-extra field. Nothing a message names is ever imported. Other pydantic models inside a structure
+extra field. Nothing a message names is ever imported; a name that designates anything else
+this process has loaded (``os.system``, a JobOutput where a JobInput belongs) is forged, and the
+message does not decode. Other pydantic models inside a structure
 (a Celery task body, a task result) travel as ``{"mindtrace_model": name, "data": {...}}``.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import json
+import sys
 from typing import Any
 
 from pydantic import BaseModel
@@ -73,12 +77,31 @@ def dumps(obj: object) -> str:
     return json.dumps(obj, default=_encode_default, separators=(",", ":"))
 
 
+def _names_loaded_object(name: str) -> bool:
+    """Whether ``name`` designates an object of a module this process has loaded (looked up
+    statically: nothing is imported or run)."""
+    parts = name.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        obj: Any = sys.modules.get(".".join(parts[:cut]))
+        if obj is not None:
+            for attribute in parts[cut:]:
+                obj = inspect.getattr_static(obj, attribute, None)
+                if obj is None:
+                    return False
+            return True
+    return False
+
+
 def _payload(data: Any, type_name: Any, base: type[BaseModel]) -> BaseModel | None:
     if data is None:
         return None
     cls = PAYLOAD_TYPES.get(type_name) if isinstance(type_name, str) else None
-    if cls is None or not issubclass(cls, base):
-        cls = base  # unknown or forged name: keep every field as an extra field
+    if cls is None:
+        if isinstance(type_name, str) and _names_loaded_object(type_name):
+            raise ValueError(f"forged type name {type_name!r}: it names an object that is not a {base.__name__}")
+        cls = base  # a type this process does not know: keep every field as an extra field
+    elif not issubclass(cls, base):
+        raise ValueError(f"forged type name {type_name!r}: it names a payload type that is not a {base.__name__}")
     return cls.model_validate(data)
 
 

@@ -29,12 +29,11 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
-from kombu.serialization import loads as kombu_loads
-
 from ..queues import QueueSpec
 
 __all__ = [
     "UNPARSEABLE_CONTENT_TYPE",
+    "UNPARSEABLE_REASON",
     "Backend",
     "Consumer",
     "Delivery",
@@ -45,6 +44,8 @@ __all__ = [
 #: Content type given to raw broker data that is not a Kombu message; no consumer accepts it, so
 #: it is dead-lettered with its bytes intact instead of being dropped.
 UNPARSEABLE_CONTENT_TYPE = "application/x-mindtrace-unparseable"
+#: Header of such a message: what is wrong with the data (not JSON, invalid base64...).
+UNPARSEABLE_REASON = "x-mindtrace-unparseable"
 
 
 @dataclass(frozen=True)
@@ -104,11 +105,6 @@ class Delivery:
     @property
     def headers(self) -> Mapping[str, Any]:
         return self.message.headers
-
-    def decode(self, accept: Iterable[str]) -> Any:
-        """The decoded body; raises Kombu's ``ContentDisallowed`` or ``DecodeError``."""
-        message = self.message
-        return kombu_loads(message.body, message.content_type, message.content_encoding, accept=set(accept))
 
     def ack(self) -> None:
         """Done with it: it leaves the broker. A second settlement is ignored."""

@@ -10,7 +10,6 @@ message a Kombu or Celery consumer of the same transport expects, and the other 
 from __future__ import annotations
 
 import base64
-import binascii
 import itertools
 import json
 import os
@@ -19,9 +18,12 @@ from typing import Any, Mapping
 
 from kombu.serialization import dumps as kombu_dumps
 
-from .base import UNPARSEABLE_CONTENT_TYPE, WireMessage
+from .base import UNPARSEABLE_CONTENT_TYPE, UNPARSEABLE_REASON, WireMessage
 
-__all__ = ["decode_payload", "delivery_tag", "encode", "encode_payload", "message_properties", "parse_payload"]
+__all__ = [
+    "MalformedPayload", "decode_payload", "delivery_tag", "encode", "encode_payload", "message_properties",
+    "read_payload",
+]
 
 #: Producer options that travel as message properties (as ``Producer.publish`` sends them).
 _PROPERTY_OPTIONS = ("correlation_id", "reply_to", "expiration", "message_id", "timestamp", "type", "user_id", "app_id")
@@ -85,41 +87,61 @@ def encode_payload(
     }
 
 
-def parse_payload(raw: bytes) -> dict[str, Any] | None:
-    """The virtual-transport payload stored as ``raw``, or None when it is not one: not JSON,
-    no ``properties`` mapping or ``body``, or a body its ``body_encoding`` cannot decode (Kombu's
-    virtual channel knows base64 and none)."""
+class MalformedPayload(ValueError):
+    """Stored data that is not a virtual-transport payload; the message says what is wrong."""
+
+
+def read_payload(raw: bytes) -> dict[str, Any]:
+    """The virtual-transport payload stored as ``raw``: a JSON object whose ``properties``,
+    ``headers`` and ``delivery_info`` are objects (or absent) and whose ``body`` its
+    ``body_encoding`` can decode (Kombu's virtual channel knows base64 and none).
+
+    Raises:
+        MalformedPayload: anything else (raw bytes written by hand, a broken body encoding).
+    """
     try:
         payload = json.loads(raw)
-        properties, body = payload["properties"], payload["body"]
-        encoding = properties.get("body_encoding")
-        if encoding == "base64":
-            base64.b64decode(body, validate=True)
-        elif encoding is not None and str(encoding).lower() != "utf-8":
-            return None
-    except (ValueError, TypeError, KeyError, AttributeError, binascii.Error):
-        return None
-    return payload if isinstance(payload, dict) else None
+    except ValueError as exc:  # also UnicodeDecodeError
+        raise MalformedPayload(f"not a Kombu message: not JSON ({exc})") from None
+    if not isinstance(payload, dict) or "body" not in payload:
+        raise MalformedPayload("not a Kombu message: no JSON object with a body")
+    properties = payload.get("properties")
+    if not isinstance(properties, dict):
+        raise MalformedPayload("malformed Kombu message: properties is not an object")
+    for name, value in (("headers", payload.get("headers")), ("delivery_info", properties.get("delivery_info"))):
+        if value is not None and not isinstance(value, dict):
+            raise MalformedPayload(f"malformed Kombu message: {name} is {type(value).__name__}, not an object")
+    encoding = properties.get("body_encoding")
+    if encoding == "base64":
+        try:
+            base64.b64decode(payload["body"], validate=True)
+        except (ValueError, TypeError) as exc:  # binascii.Error is a ValueError
+            raise MalformedPayload(f"malformed Kombu message: body is not valid base64 ({exc})") from None
+    elif encoding is not None and str(encoding).lower() != "utf-8":
+        raise MalformedPayload(f"malformed Kombu message: unknown body_encoding {encoding!r}")
+    elif not isinstance(payload["body"], str):
+        raise MalformedPayload("malformed Kombu message: body is not a string")
+    return payload
 
 
 def decode_payload(raw: bytes) -> tuple[WireMessage, int]:
     """The message in a stored virtual-transport payload, and the priority it was published
-    with. Data that is not one (:func:`parse_payload`: raw bytes written by hand, a broken body
-    encoding) becomes an unparseable message holding the original bytes, which no consumer
-    accepts: it is dead-lettered, never dropped."""
-    payload = parse_payload(raw)
+    with. Data that is not one (:func:`read_payload`) becomes an unparseable message holding
+    the original bytes and, in its :data:`~.base.UNPARSEABLE_REASON` header, what is wrong;
+    no consumer accepts it: it is dead-lettered, never dropped."""
     try:
-        if payload is None:
-            raise ValueError("not a Kombu message")
+        payload = read_payload(raw)
         properties, body = payload["properties"], payload["body"]
         if properties.get("body_encoding") == "base64":
             data = base64.b64decode(body)
         else:
-            data = str(body).encode(payload.get("content-encoding") or "utf-8")
-        message = WireMessage(
-            data, payload.get("content-type") or "application/data", payload.get("content-encoding") or "binary",
-            dict(payload.get("headers") or {}), message_properties(properties),
-        )
-        return message, int(properties.get("priority") or 0)
-    except (ValueError, TypeError, AttributeError, LookupError):
-        return WireMessage(raw, UNPARSEABLE_CONTENT_TYPE, "binary"), 0
+            data = body.encode(payload.get("content-encoding") or "utf-8")
+        priority = int(properties.get("priority") or 0)
+    except (ValueError, TypeError, LookupError) as exc:  # MalformedPayload, an unknown text encoding...
+        reason = str(exc) if isinstance(exc, MalformedPayload) else f"malformed Kombu message: {exc}"
+        return WireMessage(raw, UNPARSEABLE_CONTENT_TYPE, "binary", {UNPARSEABLE_REASON: reason}), 0
+    message = WireMessage(
+        data, payload.get("content-type") or "application/data", payload.get("content-encoding") or "binary",
+        dict(payload.get("headers") or {}), message_properties(properties),
+    )
+    return message, priority

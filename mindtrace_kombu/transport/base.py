@@ -15,7 +15,7 @@ adds what exact semantics need on top:
   under acknowledgement.
 
 Stored payloads are Kombu's virtual-transport JSON (:mod:`mindtrace_kombu.backends.wire`,
-whose ``parse_payload`` reads one); :func:`unparseable_message` wraps whatever is not one so
+whose ``read_payload`` reads one); :func:`unparseable_message` wraps whatever is not one so
 that it is dead-lettered instead of dropped.
 """
 
@@ -28,7 +28,7 @@ from typing import Any, Iterator
 from amqp.exceptions import NotFound, PreconditionFailed
 from amqp.protocol import queue_declare_ok_t
 
-from ..backends.base import UNPARSEABLE_CONTENT_TYPE
+from ..backends.base import UNPARSEABLE_CONTENT_TYPE, UNPARSEABLE_REASON
 from ..backends.wire import delivery_tag
 from ..errors import QueueNotEmpty, QueueNotFound
 from ..queues import QueueSpec
@@ -63,14 +63,14 @@ def precondition_failed(reason: str) -> PreconditionFailed:
     return PreconditionFailed(f"PRECONDITION_FAILED - {reason}", (50, 10), "Queue.declare")
 
 
-def unparseable_message(raw: bytes, queue: str, tag: str) -> dict[str, Any]:
+def unparseable_message(raw: bytes, queue: str, tag: str, reason: str) -> dict[str, Any]:
     """Wrap raw bytes found in ``queue`` that are not a Kombu message into one, the body
-    base64-encoded, unchanged; no consumer accepts its content type."""
+    base64-encoded, unchanged, ``reason`` in a header; no consumer accepts its content type."""
     return {
         "body": base64.b64encode(raw).decode("ascii"),
         "content-type": UNPARSEABLE_CONTENT_TYPE,
         "content-encoding": "binary",
-        "headers": {},
+        "headers": {UNPARSEABLE_REASON: reason},
         "properties": {
             "body_encoding": "base64",
             "delivery_tag": tag,

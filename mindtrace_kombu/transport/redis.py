@@ -86,7 +86,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps
 
-from ..backends.wire import parse_payload
+from ..backends.wire import MalformedPayload, read_payload
 from ..errors import QueueNotFound
 from ..queues import QueueSpec
 from ..redis_store import DEFAULT_LEASE_TIMEOUT, DEFAULT_PREFIX, Lease, Namespace, RedisStore, Stored
@@ -230,9 +230,10 @@ class Channel(BindingsMixin, ExactOrderChannelMixin, kombu_redis.Channel):  # ty
         """The Kombu payload of a taken message, with a delivery tag of its own; ``lease`` ("" if
         taken for good) and its member travel with it so that any channel can settle it."""
         tag = self._next_delivery_tag()
-        payload = parse_payload(stored.payload)
-        if payload is None:
-            payload = unparseable_message(stored.payload, stored.queue, tag)
+        try:
+            payload = read_payload(stored.payload)
+        except MalformedPayload as exc:
+            payload = unparseable_message(stored.payload, stored.queue, tag, str(exc))
         else:
             properties = payload["properties"]
             properties["delivery_tag"] = tag
