@@ -219,7 +219,7 @@ def _wire_message(raw: Any) -> WireMessage:
     if "expiration" in extra:
         extra["expiration"] = int(extra["expiration"]) / 1000
     return WireMessage(
-        bytes(raw.body), properties.get("content_type") or "application/data",
+        bytes(raw.body or b""), properties.get("content_type") or "application/data",  # "": no body frame
         properties.get("content_encoding") or "binary",
         dict(properties.get("application_headers") or {}), extra,
     )
