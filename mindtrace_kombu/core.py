@@ -49,6 +49,12 @@ def job_message(queue_name: str, job: Job) -> OutgoingMessage:
     return OutgoingMessage(job, {})
 
 
+def _check_job(job: object) -> Job:
+    if not isinstance(job, Job):
+        raise TypeError(f"expected a Job, got {type(job).__name__}")
+    return job
+
+
 class QueueOperations:
     """Declare queues, publish and receive jobs, on any backend; thread-safe.
 
@@ -214,7 +220,7 @@ class QueueOperations:
 
     def route(self, job: Job) -> str:
         """The queue :meth:`submit` sends ``job`` to: ``routes[job.job_type]``."""
-        return self.routes[JobType(job.job_type)]
+        return self.routes[JobType(_check_job(job).job_type)]
 
     def publish(self, queue_name: str, job: Job, *, priority: int | None = None) -> str:
         """Publish ``job``; returns ``job.id``. 1 round trip (RabbitMQ: publish + confirm).
@@ -234,8 +240,7 @@ class QueueOperations:
         validate_queue_name(queue_name)
         jobs = list(jobs)
         for job in jobs:
-            if not isinstance(job, Job):
-                raise TypeError(f"publish expects a Job, got {type(job).__name__}")
+            _check_job(job)
         try:
             priority = self._spec(queue_name).validate_priority(priority)
         except InvalidPriority:

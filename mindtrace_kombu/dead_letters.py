@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from .arguments import check_count
 from .backends.base import Delivery
 from .core import QueueOperations
 from .decoding import DecodeLimits, Undecodable, decode_job
@@ -59,6 +60,8 @@ class DeadLetter:
 def _taken(orchestrator: QueueOperations, queue: str, limit: int | None) -> Iterator[list[Delivery]]:
     """Up to ``limit`` messages of ``queue``'s dead-letter queue, in flight on a consumer that
     closes (returning the unacknowledged ones) when the block ends; none if it does not exist."""
+    if limit is not None:
+        check_count("limit", limit, minimum=0)
     dlq = dead_letter_queue_name(queue)
     try:
         wanted = orchestrator.count_queue_messages(dlq)
