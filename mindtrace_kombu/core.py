@@ -19,8 +19,15 @@ from .arguments import check_count, check_timeout
 from .backends.base import Backend, Delivery, WireMessage
 from .backends.wire import encode
 from .clients import Client, LocalClient
-from .decoding import DecodeLimits, Undecodable, decode_job
-from .errors import BrokerUnavailable, InvalidPriority, JobDecodeError, JobEncodeError, QueueNotFound, QueueTypeMismatch
+from .decoding import DEFAULT_LIMITS, DecodeLimits, Undecodable, decode_job
+from .errors import (
+    BrokerUnavailable,
+    InvalidPriority,
+    JobDecodeError,
+    JobEncodeError,
+    QueueNotFound,
+    QueueTypeMismatch,
+)
 from .models import QUEUE_MAPPING, Job, JobType
 from .queues import QueueSpec, dead_letter_queue_name, validate_queue_name
 from .serialization import SERIALIZER
@@ -77,7 +84,7 @@ class QueueOperations:
         routes: Mapping[JobType | str, str] | None = None,
         connection_retries: int = 2,
         message_builder: MessageBuilder | None = None,
-        limits: DecodeLimits = DecodeLimits(),
+        limits: DecodeLimits = DEFAULT_LIMITS,
     ) -> None:
         check_count("connection_retries", connection_retries, minimum=0)
         self.client = client if client is not None else LocalClient()

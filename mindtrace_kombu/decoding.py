@@ -27,6 +27,7 @@ from .models import Job
 from .serialization import ACCEPT
 
 __all__ = [
+    "DEFAULT_LIMITS",
     "DEFAULT_MAX_DECOMPRESSED_BYTES",
     "DEFAULT_MAX_MESSAGE_BYTES",
     "DecodeLimits",
@@ -56,6 +57,10 @@ class DecodeLimits:
     def __post_init__(self) -> None:
         check_count("max_message_bytes", self.max_message_bytes)
         check_count("max_decompressed_bytes", self.max_decompressed_bytes)
+
+
+#: The limits every orchestrator starts with.
+DEFAULT_LIMITS = DecodeLimits()
 
 
 class _Decompressor(Protocol):
@@ -103,22 +108,19 @@ def decompress(body: bytes, compression: str, limit: int) -> bytes:
     factory = _DECOMPRESSORS.get(_ALIASES.get(compression, compression))
     if factory is None:
         raise Undecodable(f"unsupported compression {compression!r} (known: {', '.join(sorted(_DECOMPRESSORS))})")
-    decompressor, output, size = factory(), [], 0
+    decompressor, output, size = factory(), list[bytes](), 0
     try:
         for start in range(0, len(body), _CHUNK):
             # asking for one byte over the limit: getting it means the body inflates beyond it;
             # getting less means the chunk was read to its end
-            chunk = decompressor.decompress(body[start:start + _CHUNK], limit + 1 - size)
-            size += len(chunk)
-            if size > limit:
-                raise Undecodable(f"decompression bomb: the {compression} body inflates beyond {limit} bytes")
-            output.append(chunk)
-            if decompressor.eof:
+            output.append(decompressor.decompress(body[start:start + _CHUNK], limit + 1 - size))
+            size += len(output[-1])
+            if size > limit or decompressor.eof:
                 break
-    except (OSError, EOFError, ValueError, zlib.error) as exc:
-        if isinstance(exc, Undecodable):
-            raise
+    except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError) as exc:
         raise Undecodable(f"body is not valid {compression} data: {exc}") from None
+    if size > limit:
+        raise Undecodable(f"decompression bomb: the {compression} body inflates beyond {limit} bytes")
     if not decompressor.eof:
         raise Undecodable(f"body is not valid {compression} data: it is cut short")
     return b"".join(output)

@@ -8,7 +8,6 @@ report: memory before consuming, peak memory, and what happened to the two messa
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import uuid
 
@@ -20,9 +19,12 @@ from tests.conftest import make_job
 from tests.test_poison import GZIP, bomb
 
 
-def resident_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * resource.getpagesize()
+def memory_bytes(field: str) -> int:
+    """``VmRSS`` (resident now) or ``VmHWM`` (peak) of this process; unlike ``ru_maxrss``, the
+    peak is this program's own, not inherited from the parent across ``exec``."""
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith(f"{field}:"))
+    return int(line.split()[1]) * 1024
 
 
 def main(url: str, limit: int) -> None:
@@ -32,9 +34,9 @@ def main(url: str, limit: int) -> None:
     try:
         orchestrator.backend.publish(queue, [WireMessage(bomb(), CONTENT_TYPE, "utf-8", {"compression": GZIP})], None)
         orchestrator.publish(queue, make_job(1))
-        rss_before = resident_bytes()
+        rss_before = memory_bytes("VmRSS")
         stats = Worker(orchestrator, queue, lambda job: None, max_retries=0).run(until_empty=True)
-        peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        peak_rss = memory_bytes("VmHWM")
         letters = orchestrator.dead_letters(queue)
         report = {
             "rss_before": rss_before, "peak_rss": peak_rss, "completed": stats.completed,

@@ -16,8 +16,8 @@ from mindtrace_kombu import (
     Job,
     JobEncodeError,
     JobInput,
-    JobsError,
     JobSchema,
+    JobsError,
     Orchestrator,
     UnsupportedQueueType,
 )
