@@ -4,8 +4,8 @@ Each client opens the broker's :class:`~.backends.base.Backend` (the seam the Or
 Worker, dead letters and Celery bridge use) and, for Kombu-facing code, a ``kombu.Connection``
 on the matching transport: ``LocalClient`` -> the in-process store and the
 ``mindtrace-memory`` transport; ``RedisClient`` -> the Redis store and the ``mindtrace-redis``
-transport; ``RabbitMQClient`` -> py-amqp with publisher confirms. Reprs and errors never show a
-password.
+transport; ``RabbitMQClient`` -> py-amqp with publisher confirms and heartbeats. Reprs and errors
+never show a password.
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ import redis
 from kombu.utils.url import maybe_sanitize_url
 from redis.sentinel import Sentinel
 
+from .arguments import check_timeout
 from .backends.amqp import AmqpBackend
 from .backends.base import Backend
 from .backends.memory import MemoryBackend
 from .backends.redis import MAX_WAIT, RedisBackend
-from .errors import UnsupportedQueueType
+from .errors import InvalidArgument, UnsupportedQueueType
 from .models import BackendType
 from .queues import QueueSpec, QueueType
 from .redis_store import DEFAULT_LEASE_TIMEOUT, DEFAULT_PREFIX, Namespace, RedisStore
@@ -41,9 +42,14 @@ __all__ = [
 ]
 
 DEFAULT_CONNECT_TIMEOUT = 5.0
+#: RabbitMQ: seconds between heartbeats (the broker's default), and a publish's wait for confirms.
+DEFAULT_HEARTBEAT = 60
+DEFAULT_CONFIRM_TIMEOUT = 30.0
 _BACKEND_NAMES = {BackendType.LOCAL: "the local backend", BackendType.REDIS: "Redis", BackendType.RABBITMQ: "RabbitMQ"}
 #: Options of this package's Redis store, read from transport options and the URL query string.
 _STORE_OPTIONS = ("lease_timeout", "global_keyprefix", "prefix")
+#: Options of the RabbitMQ client read from the URL query string (Kombu would refuse the second).
+_AMQP_OPTIONS = ("heartbeat", "confirm_timeout")
 
 
 class Client:
@@ -124,7 +130,7 @@ class RedisClient(Client):
             auth = f"{quote(username or '', safe='')}:{quote(password, safe='')}@" if password else ""
             url = f"{'rediss' if ssl else 'redis'}://{auth}{host}:{port}/{db}"
         super().__init__(url, **kwargs)
-        self._server_url, from_query = _split_store_options(url)
+        self._server_url, from_query = _split_query(url, _STORE_OPTIONS)
         self.transport_options = {**from_query, **(transport_options or {})}
 
     @property
@@ -179,7 +185,15 @@ class RedisSentinelClient(RedisClient):
 
 
 class RabbitMQClient(Client):
-    """RabbitMQ backend through py-amqp: durable queues, persistent messages, publisher confirms."""
+    """RabbitMQ backend through py-amqp: durable queues, persistent messages, publisher confirms.
+
+    ``heartbeat`` (seconds, 0: off; default 60, or ``?heartbeat=N`` in the URL) applies to every
+    connection, so a connection that went silent is noticed within about two intervals (the
+    broker may negotiate a shorter interval). ``confirm_timeout`` (seconds, None: no limit;
+    default 30, or ``?confirm_timeout=N``) bounds a publish's wait for its confirms:
+    ``PublishNotConfirmed`` after it, the messages may or may not be on the queue. The URL's
+    query wins over the arguments, as with Kombu.
+    """
 
     backend = BackendType.RABBITMQ
     #: Sessions (connection, channel) kept open between operations for reuse.
@@ -202,6 +216,8 @@ class RabbitMQClient(Client):
         url: str | None = None,
         transport_options: dict[str, Any] | None = None,
         management_port: int = 15672,
+        heartbeat: int = DEFAULT_HEARTBEAT,
+        confirm_timeout: float | None = DEFAULT_CONFIRM_TIMEOUT,
         **kwargs: Any,
     ) -> None:
         self.management_port = management_port
@@ -209,20 +225,28 @@ class RabbitMQClient(Client):
             scheme = "amqps" if ssl else "amqp"
             url = f"{scheme}://{quote(username, safe='')}:{quote(password, safe='')}@{host}:{port}/{quote(virtual_host, safe='')}"
         super().__init__(url, **kwargs)
+        self._server_url, query = _split_query(url, _AMQP_OPTIONS)
+        self.heartbeat = _heartbeat(query.get("heartbeat", heartbeat))
+        self.confirm_timeout = check_timeout("confirm_timeout", _number(query.get("confirm_timeout", confirm_timeout)))
         self.transport_options = transport_options or {}
 
     def connection(self) -> kombu.Connection:
-        url = self._url.replace("pyamqp", "amqp", 1)
+        """A Kombu connection with this client's heartbeat: Kombu-facing code that holds it
+        must call ``heartbeat_check()`` regularly, as Kombu requires. A blocking read gives up
+        after two heartbeat intervals without a frame (the broker sends them even when busy)."""
+        url = self._server_url.replace("pyamqp", "amqp", 1)
+        silence = {"read_timeout": 2.0 * self.heartbeat, "write_timeout": 2.0 * self.heartbeat} if self.heartbeat else {}
         return kombu.Connection(
             url, transport=amqp_transport.Transport, ssl=url.startswith("amqps"),
-            connect_timeout=self.connect_timeout,
-            transport_options={"confirm_publish": True, **self.transport_options},
+            connect_timeout=self.connect_timeout, heartbeat=self.heartbeat,
+            transport_options={"confirm_publish": True, **silence, **self.transport_options},
         )
 
     def open_backend(self) -> Backend:
         return AmqpBackend(
             self.connection, url=self.url, management_port=self.management_port,
             connect_timeout=self.connect_timeout, max_idle=self.idle_sessions,
+            confirm_timeout=self.confirm_timeout, heartbeat=self.heartbeat,
         )
 
 
@@ -245,11 +269,31 @@ def client_from_url(url: str, **kwargs: Any) -> Client:
     )
 
 
-def _split_store_options(url: str) -> tuple[str, dict[str, Any]]:
-    """Take the store's options (``?lease_timeout=5&global_keyprefix=a:``) out of a Redis URL;
-    redis-py would refuse them."""
+def _split_query(url: str, names: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
+    """Take this package's options (``?lease_timeout=5&global_keyprefix=a:``) out of a URL's
+    query string; redis-py and Kombu would refuse them."""
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
-    options: dict[str, Any] = {key: value for key, value in query if key in _STORE_OPTIONS}
-    rest = urlencode([(key, value) for key, value in query if key not in _STORE_OPTIONS])
+    options: dict[str, Any] = {key: value for key, value in query if key in names}
+    if not options:
+        return url, options  # untouched: a failover list or an encoded query stays as it was
+    rest = urlencode([(key, value) for key, value in query if key not in names])
     return urlunsplit(parts._replace(query=rest)), options
+
+
+def _number(value: Any) -> Any:
+    """A number given as text in a URL, as a float; anything else unchanged (checked later)."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _heartbeat(value: object) -> int:
+    """AMQP heartbeats are whole seconds, 0 to 65535 (0: off)."""
+    number = _number(value)
+    if isinstance(number, bool) or not isinstance(number, (int, float)) or not 0 <= number <= 65535 or number % 1:
+        raise InvalidArgument("heartbeat", value, "it must be whole seconds from 0 (off) to 65535")
+    return int(number)

@@ -261,8 +261,9 @@ class QueueOperations:
         return [job.id for job in jobs]
 
     def _encode_job(self, queue_name: str, job: Job) -> WireMessage:
+        message = self.message_builder(queue_name, job)
         try:
-            return self._encode(self.message_builder(queue_name, job))
+            return self._encode(message)
         except (EncodeError, ValueError, TypeError) as exc:  # pydantic's errors are ValueErrors
             raise JobEncodeError(queue_name, job.id, f"{type(exc).__name__}: {exc}") from exc
 

@@ -5,6 +5,8 @@ caller would naturally catch::
     ├── QueueNotFound           (KeyError)         the queue was never declared, or was deleted
     ├── QueueTypeMismatch       (ValueError)       re-declared with another type or max_priority
     │                                              (``QueueAlreadyExists`` is the same class)
+    ├── QueueArgumentsMismatch  (ValueError)       the queue exists with other arguments (a RabbitMQ
+    │                                              quorum queue, x-max-length...): use it undeclared
     ├── QueueNotEmpty           (ValueError)       delete(if_empty=True) on a queue holding messages
     ├── UnsupportedQueueType    (ValueError)       the backend cannot provide this queue type
     ├── InvalidPriority         (ValueError)       priority out of range, not an int, or on a non-priority queue
@@ -12,14 +14,24 @@ caller would naturally catch::
     ├── InvalidArgument         (ValueError)       a timeout, count or limit out of range (NaN, negative, 0 workers)
     ├── JobEncodeError          (ValueError)       a job cannot be serialized; nothing of the batch was sent
     ├── JobDecodeError          (ValueError)       a message is not a job; it was moved to the dead-letter queue
-    └── BrokerUnavailable       (ConnectionError)  the broker cannot be reached within the configured time
+    ├── MessageTooLarge         (ValueError)       a message is over the broker's limit (RabbitMQ max_message_size)
+    ├── PermissionDenied        (PermissionError)  the broker refused the user access to a queue or command
+    ├── PublishRejected         (RuntimeError)     the broker refused messages (nack: a full queue with
+    │                                              overflow reject-publish); those were not enqueued
+    ├── BrokerError             (RuntimeError)     any other error the broker answered, quoted
+    └── BrokerUnavailable       (ConnectionError)  no connection, or it broke; ``reason`` says why
+        └── PublishNotConfirmed                    no publisher confirm within confirm_timeout; the
+                                                   messages may or may not be on the queue
 
 Messages name the queue and the fix; URLs in messages always have their password masked.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 __all__ = [
+    "BrokerError",
     "BrokerUnavailable",
     "InvalidArgument",
     "InvalidPriority",
@@ -27,7 +39,12 @@ __all__ = [
     "JobDecodeError",
     "JobEncodeError",
     "JobsError",
+    "MessageTooLarge",
+    "PermissionDenied",
+    "PublishNotConfirmed",
+    "PublishRejected",
     "QueueAlreadyExists",
+    "QueueArgumentsMismatch",
     "QueueNotEmpty",
     "QueueNotFound",
     "QueueTypeMismatch",
@@ -69,6 +86,22 @@ class QueueTypeMismatch(JobsError, ValueError):
 #: Alias of :class:`QueueTypeMismatch` for callers that catch it by this name. The same class,
 #: not a subclass: ``except QueueAlreadyExists`` must catch the mismatch that is raised.
 QueueAlreadyExists = QueueTypeMismatch
+
+
+class QueueArgumentsMismatch(JobsError, ValueError):
+    """The queue exists with arguments this package does not declare (someone else declared it:
+    a RabbitMQ quorum queue, ``x-max-length``, ``x-message-ttl``...). Re-creating it would drop
+    its messages and its arguments, so nothing offers to: publish, count and consume it as it is."""
+
+    def __init__(self, queue_name: str, argument: str, detail: str) -> None:
+        self.queue_name = queue_name
+        self.argument = argument
+        self.detail = detail
+        super().__init__(
+            f"queue {queue_name!r} exists with another {argument!r} than declare_queue asks for "
+            f"(the broker: {detail}): it was declared elsewhere with arguments of its own; publish "
+            f"to, count and consume it without declaring it, or declare a queue of another name"
+        )
 
 
 class QueueNotEmpty(JobsError, ValueError):
@@ -142,12 +175,94 @@ class JobDecodeError(JobsError, ValueError):
         super().__init__(f"message on {queue_name!r} is not a valid job ({reason}){where}")
 
 
-class BrokerUnavailable(JobsError, ConnectionError):
-    """The broker could not be reached in time."""
+class MessageTooLarge(JobsError, ValueError):
+    """A message is larger than the broker accepts (RabbitMQ's ``max_message_size``, 128 MiB by
+    default); the messages of its batch before it may have been enqueued."""
 
-    def __init__(self, url: str, reason: str) -> None:
-        self.url = url
+    def __init__(self, queue_name: str, detail: str) -> None:
+        self.queue_name = queue_name
+        self.detail = detail
         super().__init__(
-            f"broker {url} is unavailable: {reason}; check that it is running and reachable, "
-            f"or raise connect_timeout"
+            f"a message for {queue_name!r} is larger than the broker accepts ({detail}): keep large "
+            f"data elsewhere and put a reference in the job, or raise the broker's max_message_size"
+        )
+
+
+class PermissionDenied(JobsError, PermissionError):
+    """The broker refused the user an operation (RabbitMQ 403 ACCESS_REFUSED on a queue, Redis
+    ``NOPERM``). A refused login is :class:`BrokerUnavailable` with reason ``auth``."""
+
+    def __init__(self, queue_name: str, detail: str) -> None:
+        self.queue_name = queue_name
+        self.detail = detail
+        super().__init__(
+            f"the broker refused access to {queue_name!r} ({detail}): check the user's permissions"
+        )
+
+
+class PublishRejected(JobsError, RuntimeError):
+    """The broker refused (``basic.nack``) some messages of a publish: they were not enqueued,
+    the others were. RabbitMQ does so for a full queue (``x-max-length`` with ``x-overflow:
+    reject-publish``) or when it cannot store them."""
+
+    def __init__(self, queue_name: str, refused: int, total: int) -> None:
+        self.queue_name = queue_name
+        self.refused = refused
+        self.total = total
+        super().__init__(
+            f"the broker refused {refused} of {total} messages for {queue_name!r}: they were not "
+            f"enqueued (is the queue full, with x-max-length and x-overflow=reject-publish?)"
+        )
+
+
+class BrokerError(JobsError, RuntimeError):
+    """The broker answered an operation with an error no other class describes (a Redis
+    ``ResponseError``, an AMQP channel error...); the message quotes it."""
+
+    def __init__(self, queue_name: str, detail: str) -> None:
+        self.queue_name = queue_name
+        self.detail = detail
+        super().__init__(f"the broker refused an operation on {queue_name!r}: {detail}")
+
+
+class BrokerUnavailable(JobsError, ConnectionError):
+    """No connection to the broker, or it broke. ``reason`` is a key of :attr:`REASONS` (the
+    CLI prints it); ``detail`` is what the client library said."""
+
+    #: reason -> what to check
+    REASONS: ClassVar[dict[str, str]] = {
+        "refused": "nothing accepts connections at that address: check that the broker is running there",
+        "dns": "the host name does not resolve: check the URL's host",
+        "unreachable": "no route to the host: check the network and the URL's host",
+        "timeout": "no answer in time: check that it is running and reachable, or raise connect_timeout",
+        "tls": "the TLS handshake failed: check the certificates and the URL's scheme and port",
+        "auth": "the broker refused the credentials: check the user name and password",
+        "vhost": "the virtual host does not exist or the user may not use it: check the URL's path",
+        "heartbeat": "the connection went silent (heartbeats missed): check the network (a worker reconnects)",
+        "closed": "the broker or the network closed the connection: check the broker's log",
+        "read-only": "the server is a read-only replica (after a failover?): point the client at the master",
+        "error": "check that it is running and reachable, or raise connect_timeout",
+    }
+
+    def __init__(self, url: str, detail: str, reason: str = "error", advice: str | None = None) -> None:
+        self.url = url
+        self.detail = detail
+        self.reason = reason if reason in self.REASONS else "error"
+        self.advice = advice or self.REASONS[self.reason]
+        super().__init__(f"broker {url} is unavailable ({self.reason}): {detail}; {self.advice}")
+
+
+class PublishNotConfirmed(BrokerUnavailable):
+    """RabbitMQ did not confirm a publish within ``confirm_timeout`` seconds (reason
+    ``timeout``): the messages may or may not be on the queue, and the connection is dropped.
+    A publish retried after this may deliver a job twice."""
+
+    def __init__(self, url: str, queue_name: str, unconfirmed: int, timeout: float) -> None:
+        self.queue_name = queue_name
+        self.unconfirmed = unconfirmed
+        super().__init__(
+            url,
+            f"{unconfirmed} messages for {queue_name!r} not confirmed within {timeout:g}s",
+            "timeout",
+            "they may or may not be on the queue; raise confirm_timeout if the broker is only slow",
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -70,7 +70,7 @@ CLIENTS: dict[str, Callable[[int], Client]] = {
 }
 
 
-def assert_unavailable(client: Client, port: int) -> None:
+def assert_unavailable(client: Client, port: int, reason: str) -> None:
     # When the first broker call is made
     orchestrator = Orchestrator(client)
     with pytest.raises(BrokerUnavailable) as info:
@@ -80,7 +80,9 @@ def assert_unavailable(client: Client, port: int) -> None:
     assert isinstance(error, ConnectionError)
     assert f"127.0.0.1:{port}" in str(error) and ":**@" in str(error)
     assert SECRET not in str(error) and SECRET not in repr(error) and SECRET not in error.url
-    assert "connect_timeout" in str(error)
+    # And the reason, in the message too, with what to check
+    assert error.reason == reason and f"is unavailable ({reason}): " in str(error)
+    assert "connect_timeout" in str(error) if reason == "timeout" else "check that the broker is running" in str(error)
     orchestrator.close()
 
 
@@ -88,9 +90,9 @@ def assert_unavailable(client: Client, port: int) -> None:
 # so the kinds are spread over the two scenarios: keyword and URL forms, Redis and RabbitMQ.
 @pytest.mark.parametrize("kind", ["redis", "amqp-url"])
 def test_nothing_listening_raises_broker_unavailable(kind: str, refusing_port: int) -> None:
-    assert_unavailable(CLIENTS[kind](refusing_port), refusing_port)
+    assert_unavailable(CLIENTS[kind](refusing_port), refusing_port, "refused")
 
 
 @pytest.mark.parametrize("kind", ["redis-url", "amqp"])
 def test_server_that_never_answers_raises_broker_unavailable(kind: str, silent_port: int) -> None:
-    assert_unavailable(CLIENTS[kind](silent_port), silent_port)
+    assert_unavailable(CLIENTS[kind](silent_port), silent_port, "timeout")

@@ -13,17 +13,23 @@ import pytest
 from kombu.transport import pyamqp
 
 from mindtrace_kombu import (
+    BrokerError,
     BrokerUnavailable,
     InvalidPriority,
     InvalidQueueName,
     Job,
     JobDecodeError,
     JobInput,
-    JobsError,
     JobSchema,
+    JobsError,
     LocalClient,
+    MessageTooLarge,
     Orchestrator,
+    PermissionDenied,
+    PublishNotConfirmed,
+    PublishRejected,
     QueueAlreadyExists,
+    QueueArgumentsMismatch,
     QueueNotEmpty,
     QueueNotFound,
     QueueTypeMismatch,
@@ -73,6 +79,12 @@ def assert_no_secret(*texts: object) -> None:
         (InvalidQueueName, ValueError),
         (JobDecodeError, ValueError),
         (BrokerUnavailable, ConnectionError),
+        (QueueArgumentsMismatch, ValueError),
+        (MessageTooLarge, ValueError),
+        (PermissionDenied, PermissionError),
+        (PublishRejected, RuntimeError),
+        (BrokerError, RuntimeError),
+        (PublishNotConfirmed, BrokerUnavailable),
     ],
 )
 def test_every_error_is_a_jobs_error_and_its_builtin(error: type[Exception], builtin: type[Exception]) -> None:

@@ -255,7 +255,7 @@ def test_redis_raw_bytes_are_dead_lettered_by_the_worker() -> None:
         # Expect the job processed and the bytes dead-lettered unchanged, with the reason
         assert seen == [1] and stats.dead_lettered == 1
         [letter] = orchestrator.dead_letters(queue)
-        assert letter.body == b"\xff\x00 not kombu" and "raw bytes" in letter.reason
+        assert letter.body == b"\xff\x00 not kombu" and "not a Kombu message" in letter.reason
 
 
 def test_idle_redis_worker_waits_instead_of_polling(own_redis: tuple[str, callable]) -> None:  # type: ignore[valid-type]

@@ -18,13 +18,19 @@ lookup            management API: 1 HTTP GET. Else a passive declare, then candi
 list_specs        management API: 1 HTTP GET; else one ``lookup`` per candidate
 count, purge      1 passive ``queue.declare`` / ``queue.purge``
 delete            2: passive declare (``queue.delete`` never answers 404), ``queue.delete``
-publish (n)       1: n ``basic.publish``, one wait for all confirms (+1 ``confirm.select`` on a
-                  new channel)
+publish (n)       1: n ``basic.publish``, one wait for all confirms, at most ``confirm_timeout``
+                  (+1 ``confirm.select`` on a new channel)
 get               1 ``basic.get``; settling costs no wait (``basic.ack``/``reject`` have no answer)
 consumer          on its own connection: ``basic.qos`` + one ``basic.consume`` per queue
 fetch             none: deliveries are pushed; it waits on the socket without polling
 unacked_counts    management API: 1 HTTP GET; else None (AMQP does not report them)
 ================  ==============================================================================
+
+Heartbeats (the connections' negotiated interval, 0: off): sessions nobody uses are kept alive
+by the pool (:mod:`.sessions`); a consumer's connection by :meth:`AmqpConsumer.fetch` while it
+waits and by a daemon thread while it does not (a handler running on the consuming thread), so
+a silent connection raises ``BrokerUnavailable`` (reason ``heartbeat``) within about 2.5
+intervals, and a long job does not cost the connection.
 """
 
 from __future__ import annotations
@@ -39,17 +45,18 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import suppress
 from functools import partial
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import amqp.exceptions
 import kombu
 
-from ..errors import BrokerUnavailable, QueueNotEmpty, QueueNotFound, QueueTypeMismatch
+from ..errors import BrokerUnavailable, JobsError, QueueNotEmpty, QueueNotFound, QueueTypeMismatch
 from ..queues import DEFAULT_MAX_PRIORITY, MAX_PRIORITY_LIMIT, QueueSpec, QueueType
-from ..transport.amqp import SessionChannel, delivery, probe_queue_spec, settle
+from ..transport.amqp import SessionChannel, delivery, probe_queue_spec, read_pending, settle
 from .base import Delivery, Settlement, WireMessage
 from .errors import translate_errors
 from .sessions import KombuSession, SessionPool
@@ -75,6 +82,10 @@ class AmqpBackend:
         management_port: port of the management HTTP API, asked first for specs and counts.
         connect_timeout: seconds for management requests and for each answer of a spec probe.
         max_idle: idle sessions (connections) kept for reuse.
+        confirm_timeout: seconds a publish waits for its confirms (None: no limit) before
+            ``PublishNotConfirmed``.
+        heartbeat: the connections' heartbeat interval in seconds (0: none); idle sessions
+            are visited every half interval.
     """
 
     def __init__(
@@ -85,13 +96,17 @@ class AmqpBackend:
         management_port: int = 15672,
         connect_timeout: float = 5.0,
         max_idle: int = 4,
+        confirm_timeout: float | None = 30.0,
+        heartbeat: float = 0.0,
     ) -> None:
         self._factory = connection_factory
         self._url = url
         self._management_port = management_port
         self._connect_timeout = connect_timeout
+        self._confirm_timeout = confirm_timeout
         self._pool: SessionPool[_Session] = SessionPool(
-            lambda: KombuSession(connection_factory(), SessionChannel), max_idle=max_idle
+            lambda: KombuSession(connection_factory(), SessionChannel), max_idle=max_idle,
+            keepalive=heartbeat / 2 if heartbeat else None,
         )
         self._consumers: set[AmqpConsumer] = set()
         self._consumers_lock = threading.Lock()
@@ -109,6 +124,8 @@ class AmqpBackend:
         with session.lock:
             try:
                 with translate_errors(self._url, queue):
+                    if session.error is not None:  # found broken by a heartbeat
+                        raise session.error
                     return operation(session)
             except BrokerUnavailable:
                 self._pool.discard(session)
@@ -193,7 +210,9 @@ class AmqpBackend:
 
     def publish(self, queue: str, messages: Sequence[WireMessage], priority: int | None) -> None:
         if messages:
-            self._run(queue, lambda session: session.channel.publish(queue, messages, priority))
+            self._run(queue, lambda session: session.channel.publish(
+                queue, messages, priority, confirm_timeout=self._confirm_timeout
+            ))
 
     def get(self, queue: str, *, ack: bool) -> Delivery | None:
         """``basic.get``. With ``ack``, the message stays unacknowledged on its session, which
@@ -209,15 +228,19 @@ class AmqpBackend:
             return delivery(queue, raw, partial(self._settle_held, session, channel))
 
     def _settle_held(self, session: _Session, channel: SessionChannel, message: Delivery, how: Settlement) -> None:
+        """Settle on the session the message was taken on. Nothing is sent after :meth:`close`
+        or once a heartbeat found the connection broken; a settlement that fails raises
+        ``BrokerUnavailable``. Either way the broker gives the message back."""
         try:
             with session.lock:
-                if session.closed or not channel.is_open:
-                    return  # closing the channel gave it back to the queue
+                if session.closed or session.error is not None:
+                    return
                 try:
                     with translate_errors(self._url, message.queue):
                         settle(channel.raw, message.tag, how)
                 except BrokerUnavailable:
-                    self._pool.discard(session)  # dropped: the broker redelivers it
+                    self._pool.discard(session)
+                    raise
         finally:
             self._pool.release(session)
 
@@ -259,7 +282,7 @@ class AmqpBackend:
         request = urllib.request.Request(root + path.format(vhost=vhost))
         request.add_header("Authorization", authorization)
         try:
-            with urllib.request.urlopen(request, timeout=self._connect_timeout) as response:  # noqa: S310
+            with urllib.request.urlopen(request, timeout=self._connect_timeout) as response:
                 return True, json.load(response)
         except urllib.error.HTTPError as exc:
             if exc.code == 404:
@@ -275,8 +298,10 @@ class AmqpConsumer:
 
     :meth:`fetch` waits on the connection's socket and a wake-up socket (``selectors``),
     without holding the lock that guards the connection, so deliveries can be settled from any
-    thread meanwhile (an ack is one frame written under that lock). Settlements after the
-    connection broke, or after :meth:`close`, are dropped: the broker redelivers those messages.
+    thread meanwhile (an ack is one frame written under that lock). With heartbeats, ``fetch``
+    wakes every half interval to check them, and a daemon thread does so while no ``fetch``
+    waits. A settlement that fails raises ``BrokerUnavailable``; one after :meth:`close` or
+    after the connection was found broken is dropped. The broker redelivers those messages.
     """
 
     def __init__(
@@ -291,7 +316,9 @@ class AmqpConsumer:
         self._buffer: deque[Delivery] = deque()
         self._tags: list[str] = []
         self._waiting = 0  # threads waiting on the socket
-        self._closed = self._broken = False
+        self._closed = False
+        self._broken: JobsError | None = None  # why the connection (or channel) is unusable
+        self._stopped = threading.Event()  # ends the heartbeat thread
         self._deleted: str | None = None  # every consumed queue was deleted; the last one
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -317,6 +344,8 @@ class AmqpConsumer:
             self._release()
             raise
         self._tick = self._raw.heartbeat / 2 if self._raw.heartbeat else None
+        if self._tick is not None:
+            threading.Thread(target=self._keep_alive, name=f"mindtrace-heartbeats {self._label}", daemon=True).start()
 
     def __repr__(self) -> str:
         return f"<AmqpConsumer {self._label!r}>"
@@ -359,6 +388,7 @@ class AmqpConsumer:
             if self._closed:
                 return
             self._closed = True
+            self._stopped.set()
             self._wake()
             while self._waiting:
                 self._lock.wait()
@@ -370,22 +400,32 @@ class AmqpConsumer:
     # -- under the lock ------------------------------------------------------------------------------
 
     def _check(self) -> None:
-        if self._broken:
-            raise BrokerUnavailable(self._url, f"the connection consuming {self._label} broke")
+        if self._broken is not None:
+            broken = self._broken
+            reason = broken.reason if isinstance(broken, BrokerUnavailable) else "closed"
+            detail = broken.detail if isinstance(broken, BrokerUnavailable) else str(broken)
+            raise BrokerUnavailable(self._url, f"the connection consuming {self._label} broke ({detail})", reason)
         if self._deleted is not None:
             raise QueueNotFound(self._deleted)
 
     def _pump(self) -> None:
-        """Dispatch every frame that can be read without waiting (py-amqp may buffer part of
-        one): deliveries land in the buffer."""
+        """Dispatch every frame that can be read without waiting: deliveries land in the
+        buffer; then check heartbeats."""
         self._check()
         with translate_errors(self._url, self._label, self._mark_broken):
-            self._raw.heartbeat_tick()
-            while True:
-                try:
-                    self._raw.drain_events(timeout=0)
-                except socket.timeout:
+            read_pending(self._raw)
+
+    def _keep_alive(self) -> None:
+        """Heartbeats while no :meth:`fetch` waits (it checks them itself); a broken connection
+        is raised by the next ``fetch``."""
+        assert self._tick is not None
+        while not self._stopped.wait(self._tick):
+            with self._lock:
+                if self._closed or self._broken is not None:
                     return
+                if not self._waiting:
+                    with suppress(JobsError):
+                        self._pump()
 
     def _on_message(self, queue: str, raw: Any) -> None:
         self._buffer.append(delivery(queue, raw, self._settle))
@@ -401,13 +441,13 @@ class AmqpConsumer:
 
     def _settle(self, message: Delivery, how: Settlement) -> None:
         with self._lock:
-            if self._closed or self._broken:
-                return
-            with suppress(BrokerUnavailable), translate_errors(self._url, message.queue, self._mark_broken):
-                settle(self._channel, message.tag, how)  # dropped if broken: the broker redelivers it
+            if self._closed or self._broken is not None:
+                return  # closing or the broken connection gave it back to its queue
+            with translate_errors(self._url, message.queue, self._mark_broken):
+                settle(self._channel, message.tag, how)
 
-    def _mark_broken(self) -> None:
-        self._broken = True
+    def _mark_broken(self, error: JobsError) -> None:
+        self._broken = error
         self._wake()
 
     def _wake(self) -> None:
@@ -416,13 +456,20 @@ class AmqpConsumer:
                 self._wake_w.send(b"\0")
 
     def _release(self) -> None:
-        if self._channel is not None and not self._broken:
+        """Cancel and close; a broken connection is only dropped (a close would wait for an
+        answer that may never come)."""
+        if self._broken is not None:
+            with suppress(Exception):
+                self._connection.collect()
+                self._connection.release()  # a pool's connection goes back to it, to reconnect
+        else:
             with suppress(Exception):  # best effort: closing the connection requeues too
-                for tag in self._tags:
-                    self._channel.basic_cancel(tag)
-                self._channel.close()
-        with suppress(Exception):
-            self._connection.release()
+                if self._channel is not None:
+                    for tag in self._tags:
+                        self._channel.basic_cancel(tag)
+                    self._channel.close()
+            with suppress(Exception):
+                self._connection.release()
         self._selector.close()
         self._wake_r.close()
         self._wake_w.close()

@@ -19,7 +19,7 @@ Contracts, stated once here:
 * **Consume.** ``consumer(queues, prefetch)`` returns a :class:`Consumer`; its deliveries can be
   settled (``ack``, ``reject``, ``reject(requeue=True)``) from any thread.
 * **Errors.** Every broker exception leaves through :func:`~.errors.translate_errors`: callers
-  see only this package's errors (``QueueNotFound``, ``QueueTypeMismatch``, ``BrokerUnavailable``).
+  see only this package's errors (the table in :mod:`.errors`).
 """
 
 from __future__ import annotations

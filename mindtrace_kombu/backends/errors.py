@@ -1,36 +1,73 @@
-"""The one table that turns broker exceptions into this package's errors.
+"""The one table that turns broker and client exceptions into this package's errors.
 
-Every backend runs its broker calls inside :func:`translate_errors`; the first row whose
-exception types match wins, so the most specific rows come first.
+Every backend runs its broker calls, connecting and settling included, inside
+:func:`translate_errors`. The rows are tried in order; the first that matches wins. "In the
+chain" means a connection error or one it was raised from (``__cause__``, ``__context__``):
+Kombu and redis-py wrap the socket error that says why.
 
-==========================================  ==========================================
-broker exception                            raised
-==========================================  ==========================================
-py-amqp ``NotFound`` (404), ``NO_ROUTE``     ``QueueNotFound``
-py-amqp ``PreconditionFailed`` (406)        ``QueueTypeMismatch``
-connection, socket and timeout errors of     ``BrokerUnavailable``
-redis-py, py-amqp and Kombu
-==========================================  ==========================================
+=================================================  =================================================
+broker or client exception                         raised
+=================================================  =================================================
+this package's errors (the stores raise            unchanged
+``QueueNotFound``, ``QueueNotEmpty`` themselves)
+:class:`~..transport.amqp.ConfirmTimeout`          ``PublishNotConfirmed`` (reason ``timeout``)
+py-amqp ``MessageNacked``                          ``PublishRejected``
+in the chain, a reason (first match):              ``BrokerUnavailable(reason=...)``
+  AMQP 403 on the handshake, redis-py                ``auth``
+  ``AuthenticationError``/``AuthorizationError``
+  AMQP 530 on ``connection.open``                    ``vhost``
+  redis-py ``ReadOnlyError`` (a replica)             ``read-only``
+  py-amqp "Too many heartbeats missed"               ``heartbeat``
+  ``ConnectionRefusedError``                         ``refused``
+  ``socket.gaierror``                                ``dns``
+  ``ssl.SSLError``                                   ``tls``
+  ``TimeoutError``, redis-py ``TimeoutError``        ``timeout``
+  ``ENETUNREACH``, ``EHOSTUNREACH``                  ``unreachable``
+AMQP 404 ``NOT_FOUND``, 312 ``NO_ROUTE``           ``QueueNotFound``
+AMQP 406 "inequivalent arg 'x-max-priority'"       ``QueueTypeMismatch``
+AMQP 406 "inequivalent arg '<other>'"              ``QueueArgumentsMismatch``
+AMQP 406 "message size ... larger than ..."        ``MessageTooLarge``
+AMQP 403 on a channel, redis-py ``NoPermission``   ``PermissionDenied``
+any other connection error (py-amqp, redis-py,     ``BrokerUnavailable``: ``closed`` when the
+Kombu ``OperationalError``, ``OSError``)           connection was closed or reset, else ``error``
+any other error of py-amqp, redis-py or Kombu      ``BrokerError`` (quotes it)
+=================================================  =================================================
 
-``QueueNotFound`` raised by a backend itself (the Redis and memory stores know their queues)
-passes through unchanged.
+Anything else (a ``TypeError``...) is a bug and passes unchanged.
 """
 
 from __future__ import annotations
 
+import errno
+import re
 import socket
+import ssl
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 import amqp.exceptions
 import kombu.exceptions
 import redis.exceptions
 
-from ..errors import BrokerUnavailable, QueueNotFound, QueueTypeMismatch
+from ..errors import (
+    BrokerError,
+    BrokerUnavailable,
+    JobsError,
+    MessageTooLarge,
+    PermissionDenied,
+    PublishNotConfirmed,
+    PublishRejected,
+    QueueArgumentsMismatch,
+    QueueNotFound,
+    QueueTypeMismatch,
+)
+from ..transport.amqp import ConfirmTimeout
 
-__all__ = ["CONNECTION_ERRORS", "translate_errors"]
+__all__ = ["CONNECTION_ERRORS", "broker_error", "translate_errors"]
 
 _NO_ROUTE = 312  # basic.return for a mandatory publish to a queue that does not exist
+_HANDSHAKE = (0, 10)  # AMQP method classes of a connection's own errors: none yet, connection.*
+_INEQUIVALENT = re.compile(r"inequivalent arg '([^']+)'")
 
 #: Exceptions that mean the connection is broken or the broker unreachable.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -38,34 +75,116 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     amqp.exceptions.ConnectionError,
-    socket.timeout,
-    OSError,
+    OSError,  # socket errors, socket.timeout
 )
+_CLOSED = (ConnectionError, amqp.exceptions.ConnectionError, redis.exceptions.ConnectionError)
+_LIBRARY_ERRORS = (amqp.exceptions.AMQPError, redis.exceptions.RedisError, kombu.exceptions.KombuError)
 
 
 @contextmanager
-def translate_errors(url: str, queue: str, on_channel_error: Callable[[], None] = lambda: None) -> Iterator[None]:
+def translate_errors(
+    url: str, queue: str, on_channel_error: Callable[[JobsError], None] = lambda error: None
+) -> Iterator[None]:
     """Map broker exceptions raised in the block to this package's errors (``raise ... from``).
 
     Args:
         url: the broker URL, password masked, for :class:`BrokerUnavailable`.
         queue: the queue the operation was about, for the error message.
-        on_channel_error: runs when the broker closed the channel (a 404 or 406 on RabbitMQ)
-            or the connection broke, so the caller can drop it.
+        on_channel_error: called with the error when the broker closed the channel (an AMQP
+            channel error) or the connection broke, so the caller can drop it.
     """
     try:
         yield
-    except amqp.exceptions.NotFound as exc:
-        on_channel_error()
-        raise QueueNotFound(queue) from exc
-    except amqp.exceptions.PreconditionFailed as exc:
-        on_channel_error()
-        raise QueueTypeMismatch(queue, "another type", f"what was requested ({exc.reply_text})") from exc
-    except amqp.exceptions.ChannelError as exc:
-        if exc.reply_code == _NO_ROUTE:
-            raise QueueNotFound(queue) from exc
-        on_channel_error()
+    except JobsError:
         raise
-    except CONNECTION_ERRORS as exc:
-        on_channel_error()
-        raise BrokerUnavailable(url, f"{type(exc).__name__}: {exc}") from exc
+    except Exception as exc:
+        error = broker_error(exc, url, queue)
+        if error is None:
+            raise
+        if isinstance(error, BrokerUnavailable) or _closes_channel(exc):
+            on_channel_error(error)
+        raise error from exc
+
+
+def broker_error(exc: BaseException, url: str, queue: str) -> JobsError | None:
+    """The table's error for ``exc`` (see the module docstring), or None when it is not a
+    broker or client exception."""
+    if isinstance(exc, ConfirmTimeout):
+        return PublishNotConfirmed(url, queue, exc.unconfirmed, exc.waited)
+    if isinstance(exc, amqp.exceptions.MessageNacked):
+        return PublishRejected(queue, getattr(exc, "refused", 1), getattr(exc, "total", 1))
+    chain = list(_chain(exc)) if isinstance(exc, CONNECTION_ERRORS) else [exc]
+    reason = next((found for link in chain if (found := _reason(link)) is not None), None)
+    if reason is not None:
+        return BrokerUnavailable(url, _describe(exc), reason)
+    if isinstance(exc, amqp.exceptions.ChannelError):
+        return _channel_error(exc, queue)
+    if isinstance(exc, redis.exceptions.NoPermissionError):
+        return PermissionDenied(queue, _describe(exc))
+    if isinstance(exc, CONNECTION_ERRORS):
+        closed = any(isinstance(link, _CLOSED) or "closed" in str(link) for link in chain)
+        return BrokerUnavailable(url, _describe(exc), "closed" if closed else "error")
+    if isinstance(exc, _LIBRARY_ERRORS):
+        return BrokerError(queue, _describe(exc))
+    return None
+
+
+def _reason(exc: BaseException) -> str | None:
+    """The :class:`BrokerUnavailable` reason ``exc`` itself says, if any."""
+    on_handshake = isinstance(exc, amqp.exceptions.AMQPError) and (exc.method_sig or (0, 0))[0] in _HANDSHAKE
+    if isinstance(exc, amqp.exceptions.AccessRefused) and on_handshake or isinstance(
+        exc, (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
+    ):
+        return "auth"
+    if isinstance(exc, amqp.exceptions.NotAllowed) and on_handshake:
+        return "vhost"
+    if isinstance(exc, redis.exceptions.ReadOnlyError):
+        return "read-only"
+    if isinstance(exc, amqp.exceptions.ConnectionForced) and "heartbeat" in str(exc):
+        return "heartbeat"
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
+    if isinstance(exc, socket.gaierror):
+        return "dns"
+    if isinstance(exc, ssl.SSLError):
+        return "tls"
+    if isinstance(exc, (TimeoutError, redis.exceptions.TimeoutError)):
+        return "timeout"
+    if isinstance(exc, OSError) and exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+        return "unreachable"
+    return None
+
+
+def _channel_error(exc: amqp.exceptions.ChannelError, queue: str) -> JobsError:
+    """An AMQP channel error (or ``basic.return``) of an operation on ``queue``."""
+    text = str(exc.reply_text or exc)
+    if exc.reply_code in (_NO_ROUTE, 404):
+        return QueueNotFound(queue)
+    if exc.reply_code == 403:
+        return PermissionDenied(queue, text)
+    if exc.reply_code == 406:
+        if found := _INEQUIVALENT.search(text):
+            if found.group(1) == "x-max-priority":
+                return QueueTypeMismatch(queue, "another type", f"what was requested ({text})")
+            return QueueArgumentsMismatch(queue, found.group(1), text)
+        if "message size" in text:
+            return MessageTooLarge(queue, text)
+    return BrokerError(queue, _describe(exc))
+
+
+def _closes_channel(exc: BaseException) -> bool:
+    return isinstance(exc, amqp.exceptions.ChannelError) and exc.reply_code != _NO_ROUTE
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, then the exceptions it was raised from or during, innermost last."""
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        yield link
+        link = link.__cause__ or link.__context__
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"

@@ -14,9 +14,13 @@ import click
 
 from ..errors import (
     BrokerUnavailable,
+    InvalidArgument,
     InvalidPriority,
     InvalidQueueName,
+    JobEncodeError,
     JobsError,
+    MessageTooLarge,
+    QueueArgumentsMismatch,
     QueueNotFound,
     QueueTypeMismatch,
     UnsupportedQueueType,
@@ -166,27 +170,40 @@ def queue_type_option(help_text: str) -> Callable[[F], F]:
     )
 
 
-_INVALID_INPUT = (InvalidPriority, InvalidQueueName, QueueTypeMismatch, UnsupportedQueueType)
+_INVALID_INPUT = (
+    InvalidArgument,
+    InvalidPriority,
+    InvalidQueueName,
+    JobEncodeError,
+    MessageTooLarge,
+    QueueArgumentsMismatch,
+    QueueTypeMismatch,
+    UnsupportedQueueType,
+)
+#: The library's hints that name a Python argument, in the form the command line takes.
+_AS_FLAGS = {
+    "raise connect_timeout": "raise --connect-timeout",
+    "raise confirm_timeout": "add ?confirm_timeout=SECONDS to the broker URL",
+    "pass force=True": "pass --force",
+}
 
 
 def _cli_error(exc: JobsError) -> CliError:
-    """The command-line form of a library error, which decides the exit code."""
+    """The command-line form of a library error, which decides the exit code: one line, hints
+    in flag form."""
     if isinstance(exc, QueueNotFound):  # the library's hint names the Python API
         return QueueMissingError(
             f"queue {exc.queue_name!r} does not exist: "
             f"declare it with `mindtrace-jobs declare {exc.queue_name}`"
         )
-    if isinstance(exc, BrokerUnavailable) and exc.__cause__ is not None:  # hint at the option
-        cause = exc.__cause__
-        return BrokerDownError(
-            f"broker {exc.url} is unavailable: {type(cause).__name__}: {cause}; check that it is "
-            "running and reachable, or raise --connect-timeout"
-        )
-    if isinstance(exc, BrokerUnavailable):
-        return BrokerDownError(str(exc))
+    message = " ".join(str(exc).split())  # one line, whatever the broker's text holds
+    for python, flag in _AS_FLAGS.items():
+        message = message.replace(python, flag)
+    if isinstance(exc, BrokerUnavailable):  # "... is unavailable (<reason>): ..."
+        return BrokerDownError(message)
     if isinstance(exc, _INVALID_INPUT):
-        return InvalidInputError(str(exc))
-    return CliError(str(exc))
+        return InvalidInputError(message)
+    return CliError(message)
 
 
 class JobsGroup(click.Group):

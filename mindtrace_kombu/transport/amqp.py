@@ -5,19 +5,26 @@ This is the one module where Kombu's and py-amqp's private members appear.
 * :class:`Transport` -- Kombu's py-amqp transport whose ``Producer.batch()`` sends the messages
   back to back and waits once, at flush, until the broker has confirmed every one of them (a
   ``basic.nack`` raises ``MessageNacked``; a mandatory message with no queue raises the broker's
-  ``basic.return``), instead of Kombu's wait after every message. Single publishes keep
-  Kombu's behaviour. URL: an ordinary ``amqp://`` URL with
+  ``basic.return``; no confirm within the publishes' ``confirm_timeout`` raises
+  ``socket.timeout``, as py-amqp does), instead of Kombu's wait after every message. Single
+  publishes keep Kombu's behaviour. URL: an ordinary ``amqp://`` URL with
   ``transport=mindtrace_kombu.transport.amqp:Transport``.
 * :class:`SessionChannel` -- the channel of a backend session, on this transport or Kombu's
   stock one (a Celery app's pool): bodies stay bytes, and :meth:`SessionChannel.publish` sends
-  pre-encoded messages in confirm mode and awaits the confirms once per call (1 round trip).
+  pre-encoded messages in confirm mode and awaits the confirms once per call (1 round trip),
+  for at most ``confirm_timeout`` seconds (:class:`ConfirmTimeout`).
+* :func:`read_pending` -- dispatch what the broker sent without waiting, and send a heartbeat
+  when one is due.
 * :func:`probe_queue_spec` -- which of several candidate specs an existing queue has, in 1
   round trip (AMQP cannot read a queue's arguments, only check them, see its docstring).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import amqp
 import kombu
@@ -29,10 +36,46 @@ from ..backends.base import Delivery, Settlement, WireMessage
 from ..backends.wire import message_properties
 from ..queues import QueueSpec
 
-__all__ = ["Channel", "Connection", "SessionChannel", "Transport", "delivery", "probe_queue_spec", "settle"]
+__all__ = [
+    "Channel", "ConfirmTimeout", "Connection", "MessagesNacked", "SessionChannel", "Transport",
+    "delivery", "probe_queue_spec", "read_pending", "settle",
+]
 
 _CONFIRMS = [spec.Basic.Ack, spec.Basic.Nack]
 _DECLARE_ARGS = "BsbbbbbF"  # ticket, queue, passive, durable, exclusive, auto_delete, nowait, arguments
+
+
+class ConfirmTimeout(socket.timeout):
+    """No publisher confirm for ``unconfirmed`` messages within ``waited`` seconds: they may or
+    may not be on the queue. A ``socket.timeout``, as py-amqp's ``confirm_timeout`` raises."""
+
+    def __init__(self, unconfirmed: int, waited: float) -> None:
+        super().__init__(f"{unconfirmed} messages not confirmed within {waited:g}s")
+        self.unconfirmed = unconfirmed
+        self.waited = waited
+
+
+class MessagesNacked(MessageNacked):  # type: ignore[misc]
+    """The broker refused (``basic.nack``) ``refused`` of ``total`` messages; py-amqp's
+    ``MessageNacked`` with the counts."""
+
+    def __init__(self, refused: int, total: int) -> None:
+        super().__init__(f"the broker refused {refused} of {total} messages")
+        self.refused = refused
+        self.total = total
+
+
+def read_pending(connection: Any) -> None:
+    """Dispatch every frame of a py-amqp ``connection`` that can be read without waiting
+    (py-amqp may buffer part of one), then send a heartbeat if one is due. Raises
+    ``ConnectionForced`` when the broker sent nothing for two heartbeat intervals. Reading
+    first matters: frames (heartbeats too) buffered while nobody read are not missed ones."""
+    while True:
+        try:
+            connection.drain_events(timeout=0)
+        except TimeoutError:
+            break
+    connection.heartbeat_tick()
 
 
 class _Confirms:
@@ -56,10 +99,19 @@ class _Confirms:
         self.unconfirmed.add(self.published)
         return self.published
 
-    def wait(self, channel: Any, tags: set[int]) -> int:
-        """Read frames until every one of ``tags`` is confirmed; returns how many were refused."""
+    def wait(self, channel: Any, tags: set[int], timeout: float | None = None) -> int:
+        """Read frames until every one of ``tags`` is confirmed; returns how many were refused.
+        Raises :class:`ConfirmTimeout` after ``timeout`` seconds (None: no deadline, but a read
+        timeout of the connection's socket still ends the wait)."""
+        started = time.monotonic()
         while tags & self.unconfirmed:
-            channel.wait(_CONFIRMS)
+            remaining = None if timeout is None else started + timeout - time.monotonic()
+            try:
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError
+                channel.connection.drain_events(timeout=remaining)  # heartbeats do not extend the deadline
+            except TimeoutError as exc:
+                raise ConfirmTimeout(len(tags & self.unconfirmed), time.monotonic() - started) from exc
         refused = tags & self.nacked
         self.nacked -= refused
         return len(refused)
@@ -104,10 +156,13 @@ class _ConfirmBatch:
         self.channel = channel
         self.max_size = max_size
         self._tags: list[int] = []
+        self._timeout: float | None = None  # the longest confirm_timeout of the pending publishes
 
     def publish(self, message: Any, **kwargs: Any) -> None:
         channel = self.channel
-        kwargs.pop("confirm_timeout", None)
+        timeout = kwargs.pop("confirm_timeout", None)
+        if timeout is not None:
+            self._timeout = max(self._timeout or 0.0, timeout)
         if not channel._confirm_selected:
             channel._confirm_selected = True
             channel.confirm_select()
@@ -117,12 +172,12 @@ class _ConfirmBatch:
             self.flush()
 
     def flush(self) -> None:
-        tags, self._tags = set(self._tags), []
-        if refused := self.channel.confirms.wait(self.channel, tags):
-            raise MessageNacked(f"the broker refused {refused} of {len(tags)} messages")
+        tags, self._tags, timeout, self._timeout = set(self._tags), [], self._timeout, None
+        if refused := self.channel.confirms.wait(self.channel, tags, timeout):
+            raise MessagesNacked(refused, len(tags))
 
     def discard(self) -> None:
-        self._tags = []
+        self._tags, self._timeout = [], None
 
     def close(self) -> None:
         self.discard()
@@ -164,11 +219,15 @@ class SessionChannel:
         broker closed with a channel error (404, 406) before it raises."""
         return bool(self.raw.is_open and self.raw.connection is not None)
 
-    def publish(self, routing_key: str, messages: Sequence[WireMessage], priority: int | None) -> None:
+    def publish(
+        self, routing_key: str, messages: Sequence[WireMessage], priority: int | None,
+        confirm_timeout: float | None = None,
+    ) -> None:
         """Publish ``messages`` in order to the default exchange, persistent and mandatory,
         then wait once until the broker confirmed all of them (1 round trip; +1 for
         ``confirm.select`` on a new channel). Raises the broker's ``basic.return`` (312
-        NO_ROUTE: no such queue) or ``MessageNacked``; a prefix may have been published."""
+        NO_ROUTE: no such queue), :class:`MessagesNacked`, or after ``confirm_timeout``
+        seconds :class:`ConfirmTimeout`; a prefix may have been published."""
         raw = self.raw
         if not raw._confirm_selected:  # a new channel, or one py-amqp reopened: tags restart at 1
             raw.confirm_select()
@@ -181,12 +240,12 @@ class SessionChannel:
                 _amqp_message(message, priority), exchange="", routing_key=routing_key, mandatory=True
             )
             tags.add(self._confirms.sent())
-        refused = self._confirms.wait(raw, tags)
+        refused = self._confirms.wait(raw, tags, confirm_timeout)
         returned, self._returned = self._returned, []
         if returned:
             raise returned[0]
         if refused:
-            raise MessageNacked(f"the broker refused {refused} of {len(messages)} messages")
+            raise MessagesNacked(refused, len(messages))
 
     def close(self) -> None:
         """Close the channel (1 round trip); the broker requeues its unacknowledged messages."""
