@@ -63,7 +63,7 @@ class Client:
 
     def __init__(self, url: str, *, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> None:
         self._url = url
-        self.connect_timeout = connect_timeout
+        self.connect_timeout = check_timeout("connect_timeout", connect_timeout, optional=False)
 
     @property
     def url(self) -> str:
@@ -143,7 +143,12 @@ class RedisClient(Client):
     @property
     def lease_timeout(self) -> float:
         """Seconds before a dead consumer's messages return (transport option ``lease_timeout``)."""
-        return float(self.transport_options.get("lease_timeout", DEFAULT_LEASE_TIMEOUT))
+        lease_timeout = check_timeout(
+            "lease_timeout", _number(self.transport_options.get("lease_timeout", DEFAULT_LEASE_TIMEOUT)), optional=False
+        )
+        if not lease_timeout:
+            raise InvalidArgument("lease_timeout", lease_timeout, "a lease lasts more than 0 seconds")
+        return lease_timeout
 
     def _socket_options(self) -> dict[str, float]:
         # the socket timeout bounds the AUTH/HELLO handshake of a silent server, and must outlast

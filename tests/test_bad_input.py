@@ -18,9 +18,13 @@ from mindtrace_kombu import (
     JobInput,
     JobSchema,
     JobsError,
+    LocalClient,
     Orchestrator,
+    RabbitMQClient,
+    RedisClient,
     UnsupportedQueueType,
 )
+from mindtrace_kombu.decoding import DecodeLimits
 
 from .conftest import make_job
 
@@ -113,3 +117,24 @@ def test_bad_input_raises_a_typed_error_and_changes_nothing(
 def test_every_call_taking_a_queue_refuses_a_bad_name(orchestrator: Orchestrator, call: Call, name: object) -> None:
     with pytest.raises(InvalidQueueName):
         call(orchestrator, name)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: RedisClient(connect_timeout=NAN),
+        lambda: RabbitMQClient(connect_timeout=-1),
+        lambda: LocalClient(connect_timeout=INF),
+        lambda: RabbitMQClient(heartbeat=-5),
+        lambda: Orchestrator.from_url("amqp://guest:guest@127.0.0.1:5672//?confirm_timeout=nan"),
+        lambda: Orchestrator.from_url("redis://127.0.0.1:6379/0?lease_timeout=0"),
+        lambda: Orchestrator.from_url("redis://127.0.0.1:6379/0?lease_timeout=soon"),
+        lambda: Orchestrator(LocalClient(), connection_retries=-1),
+        lambda: Orchestrator(LocalClient(), limits=DecodeLimits(max_decompressed_bytes=0)),
+    ],
+    ids=["redis connect nan", "amqp connect negative", "local connect inf", "heartbeat negative",
+         "confirm_timeout nan", "lease 0", "lease text", "retries negative", "decompressed limit 0"],
+)
+def test_bad_client_and_orchestrator_options_raise_invalid_argument(make: Callable[[], object]) -> None:
+    with pytest.raises(InvalidArgument):
+        make()
