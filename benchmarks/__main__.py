@@ -24,6 +24,8 @@ from benchmarks.names import (
     CELERY_E2E_OURS,
     CELERY_E2E_STOCK,
     CELERY_SEND_TASK,
+    CPU_PROCESSES,
+    CPU_THREADS,
     KOMBU_CONSUME,
     KOMBU_GET,
     KOMBU_PUBLISH,
@@ -59,6 +61,7 @@ def ratios(backends: Sequence[str]) -> list[Ratio]:
             Ratio("publish / stock Kombu memory", local(PUBLISH), local(KOMBU_PUBLISH)),
             Ratio("receive / stock Kombu memory get+ack", local(RECEIVE), local(KOMBU_GET)),
             Ratio("priority cost large/small backlog", local(PRIORITY_SMALL), local(PRIORITY_BIG)),
+            Ratio("cpu-bound jobs: 4 processes / 4 threads", local(CPU_PROCESSES), local(CPU_THREADS)),
         ],
         "redis": [
             Ratio("publish / raw LPUSH", redis(PUBLISH), redis(LPUSH)),
@@ -97,10 +100,10 @@ def ratios(backends: Sequence[str]) -> list[Ratio]:
 def project_scenarios() -> tuple[Callable[[str], list[Scenario]], str | None]:
     """Return the project's scenarios per backend, and why they are unavailable, if they are."""
     try:
-        from benchmarks import project
+        from benchmarks import cpu_pool, project
     except ImportError as exc:
         return (lambda backend: []), f"project scenarios unavailable: {exc}"
-    return project.scenarios, None
+    return (lambda backend: project.scenarios(backend) + cpu_pool.scenarios(backend)), None
 
 
 def run(

@@ -30,3 +30,7 @@ PRIORITY_SMALL = "project priority pub+recv, small backlog"
 PRIORITY_BIG = "project priority pub+recv, large backlog"
 WORKER_CONSUME = "project worker consume+ack"
 PICKUP_LATENCY = "project pickup latency"
+
+# CPU-bound handlers, processes vs threads (benchmarks.cpu_pool).
+CPU_THREADS = "project cpu-bound worker, 4 threads"
+CPU_PROCESSES = "project cpu-bound worker, 4 processes"

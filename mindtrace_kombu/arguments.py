@@ -7,16 +7,19 @@ import math
 
 from .errors import InvalidArgument
 
-__all__ = ["check_count", "check_timeout"]
+__all__ = ["check_count", "check_seconds", "check_timeout"]
 
 
-def check_timeout(name: str, value: float | None, *, optional: bool = True) -> float | None:
-    """``value`` as seconds: a finite real number >= 0 (or None when ``optional``)."""
-    if value is None and optional:
-        return None
+def check_seconds(name: str, value: float) -> float:
+    """``value`` as seconds: a finite real number >= 0."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         raise InvalidArgument(name, value, "a timeout is a finite number of seconds >= 0")
     return float(value)
+
+
+def check_timeout(name: str, value: float | None) -> float | None:
+    """:func:`check_seconds`, or None for no timeout."""
+    return None if value is None else check_seconds(name, value)
 
 
 def check_count(name: str, value: int, *, minimum: int = 1) -> int:

@@ -18,7 +18,7 @@ import redis
 from kombu.utils.url import maybe_sanitize_url
 from redis.sentinel import Sentinel
 
-from .arguments import check_timeout
+from .arguments import check_seconds, check_timeout
 from .backends.amqp import AmqpBackend
 from .backends.base import Backend
 from .backends.memory import MemoryBackend
@@ -63,7 +63,7 @@ class Client:
 
     def __init__(self, url: str, *, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> None:
         self._url = url
-        self.connect_timeout = check_timeout("connect_timeout", connect_timeout, optional=False)
+        self.connect_timeout = check_seconds("connect_timeout", connect_timeout)
 
     @property
     def url(self) -> str:
@@ -143,8 +143,8 @@ class RedisClient(Client):
     @property
     def lease_timeout(self) -> float:
         """Seconds before a dead consumer's messages return (transport option ``lease_timeout``)."""
-        lease_timeout = check_timeout(
-            "lease_timeout", _number(self.transport_options.get("lease_timeout", DEFAULT_LEASE_TIMEOUT)), optional=False
+        lease_timeout = check_seconds(
+            "lease_timeout", _number(self.transport_options.get("lease_timeout", DEFAULT_LEASE_TIMEOUT))
         )
         if not lease_timeout:
             raise InvalidArgument("lease_timeout", lease_timeout, "a lease lasts more than 0 seconds")

@@ -22,6 +22,9 @@ from .worker import Handler, RetryPolicy, Worker, WorkerStats, claim
 __all__ = ["MessageBuilder", "Orchestrator", "OutgoingMessage", "job_message"]
 
 
+_ORCHESTRATOR_OPTIONS = ("routes", "connection_retries", "limits")
+
+
 class Orchestrator(QueueOperations):
     """Declare queues, publish and receive jobs, on any backend; consume them at least once.
 
@@ -39,10 +42,11 @@ class Orchestrator(QueueOperations):
     def from_url(cls, url: str, **kwargs: Any) -> Orchestrator:
         """Build an orchestrator from a Kombu URL (``memory://``, ``redis://``, ``amqp://``...).
 
-        Keyword arguments go to the client (e.g. ``connect_timeout``) unless they are ``routes``.
+        Keyword arguments go to the client (e.g. ``connect_timeout``), except the orchestrator's
+        own: ``routes``, ``connection_retries`` and ``limits``.
         """
-        routes = kwargs.pop("routes", None)
-        return cls(client_from_url(url, **kwargs), routes=routes)
+        own = {name: kwargs.pop(name) for name in _ORCHESTRATOR_OPTIONS if name in kwargs}
+        return cls(client_from_url(url, **kwargs), **own)
 
     @classmethod
     def from_celery(cls, app: Any, *, tasks: Mapping[str, str] | None = None, **kwargs: Any) -> Orchestrator:
@@ -55,7 +59,7 @@ class Orchestrator(QueueOperations):
         Args:
             app: a ``celery.Celery`` application.
             tasks: extra queue -> task name bindings, for tasks this process does not import.
-            **kwargs: ``routes``, as for the constructor.
+            **kwargs: the constructor's ``routes``, ``connection_retries``, ``limits``.
 
         Raises:
             ImportError: Celery is not installed. ValueError: the app's broker is not supported.
@@ -70,7 +74,7 @@ class Orchestrator(QueueOperations):
             config: a module name (``"celeryconfig"``) or an object with ``broker_url`` and,
                 optionally, ``broker_transport_options`` and ``broker_connection_timeout``.
                 ``CELERY_BROKER_URL`` in the environment wins, as it does for Celery.
-            **kwargs: ``routes``, as for the constructor.
+            **kwargs: the constructor's ``routes``, ``connection_retries``, ``limits``.
         """
         settings = broker_settings(config)
         return cls.from_url(settings.url, **settings.client_options(), **kwargs)
@@ -93,7 +97,14 @@ class Orchestrator(QueueOperations):
         self, queues: str | Sequence[str], handler: Handler, *, until_empty: bool = False, **options: Any
     ) -> WorkerStats:
         """Run a :class:`~mindtrace_kombu.worker.Worker` on ``queues`` until stopped (or, with
-        ``until_empty``, until they are empty); ``options`` are the Worker's."""
+        ``until_empty``, until they are empty); ``options`` are the Worker's (``concurrency``,
+        ``prefetch``, ``pool="processes"``, ``time_limit``, ``shutdown_grace``, retries,
+        ``wait_for_queues``, ``declare_queues``...).
+
+        Raises:
+            InvalidArgument: an option out of range, before the broker is used.
+            QueueNotFound: a queue does not exist (unless waited for or declared).
+        """
         return Worker(self, queues, handler, **options).run(until_empty=until_empty)
 
     def claim(

@@ -4,8 +4,9 @@ A :class:`Worker` consumes one or more queues through the backend's consumer (pu
 blocking, with a prefetch limit) and runs a handler for each job. What happens to a message:
 
 * the handler returns -> the message is acknowledged (the job is done);
-* the handler raises and retries are left -> after an exponential backoff with jitter a copy
-  with ``attempts + 1`` is published to the same queue, then the original is acknowledged;
+* the handler raises (or runs past ``time_limit``) and retries are left -> after an exponential
+  backoff with jitter a copy with ``attempts + 1`` is published to the same queue, then the
+  original is acknowledged;
 * the handler raises and retries are spent -> the job (status FAILED, its error, traceback
   summary and attempt count) is published to ``<queue>.dlq``, then the original is acknowledged;
 * the message is not a job -> it is moved, unchanged, to ``<queue>.dlq`` with the reason;
@@ -14,6 +15,17 @@ blocking, with a prefetch limit) and runs a handler for each job. What happens t
 
 Publishing always happens before the acknowledgement, so a crash between the two duplicates a
 job and never loses one.
+
+Handlers run on daemon threads (``pool="threads"``) or in child processes
+(``pool="processes"``, :mod:`.process_pool`); the consuming thread only takes, decodes and
+dispatches, and each handler thread settles its own job, so in both pools acknowledgements,
+retries and dead letters are sent from this process, on its broker connection.
+
+Shutdown: the first SIGINT/SIGTERM (or :meth:`Worker.stop`) is warm -- no new job starts,
+prefetched jobs go back to the queue first in line, jobs in progress get ``shutdown_grace``
+seconds to finish. The second signal (or ``stop(cold=True)``, or the grace running out) is cold:
+the jobs still in progress go back to the queue, child processes are killed, :meth:`Worker.run`
+returns.
 """
 
 from __future__ import annotations
@@ -23,47 +35,76 @@ import random
 import signal
 import threading
 import time
-import traceback
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any
+from functools import partial
+from types import FrameType
+from typing import Literal
 
-from pydantic import BaseModel
-
+from .arguments import check_count, check_seconds, check_timeout
 from .backends.base import Consumer, Delivery
 from .core import OutgoingMessage, QueueOperations
-from .errors import BrokerUnavailable, JobDecodeError, QueueNotFound
-from .models import ExecutionStatus, Job, JobOutput
+from .errors import BrokerUnavailable, InvalidArgument, JobDecodeError, QueueNotFound
+from .execution import (
+    Handler,
+    Result,
+    complete,
+    describe,
+    fail,
+    run_handler,
+    run_with_soft_limit,
+    start,
+)
+from .models import ExecutionStatus, Job
+from .process_pool import ProcessPool
 from .queues import QueueType
+from .thread_pool import DaemonThreadPool
 
-__all__ = ["MAX_MESSAGE_BYTES", "Handler", "JobEvent", "RetryPolicy", "Worker", "WorkerStats", "claim"]
+__all__ = [
+    "SHUTDOWN_GRACE",
+    "Handler",
+    "JobEvent",
+    "Pool",
+    "RetryPolicy",
+    "Worker",
+    "WorkerStats",
+    "claim",
+]
 
 logger = logging.getLogger(__name__)
 
-Handler = Callable[[Job], Any]
+#: Where handlers run: threads of the worker's process, or child processes (CPU-bound handlers).
+Pool = Literal["threads", "processes"]
+POOLS: tuple[Pool, ...] = ("threads", "processes")
 
 _IDLE_FETCH = 1.0  # seconds a fetch waits for a message before the loop checks for stop()
 _BURST_FETCH = 0.1  # ... in run(until_empty=True), before checking whether the queues are empty
 _RECONNECT_ATTEMPTS = 10
-#: Bodies larger than this are not decoded but dead-lettered (Worker(max_message_bytes=...)).
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
+_QUEUE_WAIT_FIRST = 0.1  # seconds between looks for a missing queue: doubling up to ...
+_QUEUE_WAIT_MAX = 5.0
+#: Seconds a warm shutdown waits for jobs in progress before it turns cold (Worker(shutdown_grace=...)).
+SHUTDOWN_GRACE = 30.0
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How often and how late a failed job is tried again."""
+    """How often and how late a failed job is tried again.
+
+    Raises:
+        InvalidArgument: ``max_retries`` below 0, a backoff that is not a finite number >= 0.
+    """
 
     max_retries: int = 3
     backoff: float = 0.5
     backoff_max: float = 30.0
     jitter: bool = True
+
+    def __post_init__(self) -> None:
+        check_count("max_retries", self.max_retries, minimum=0)
+        check_seconds("retry_backoff", self.backoff)
+        check_seconds("retry_backoff_max", self.backoff_max)
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait before attempt ``attempt + 1``: exponential, capped, with full jitter
@@ -91,12 +132,14 @@ class JobEvent:
 
 @dataclass
 class WorkerStats:
-    """Counters of one :meth:`Worker.run`."""
+    """Counters of one :meth:`Worker.run`; ``returned`` counts jobs given back to their queue
+    unfinished by a shutdown (prefetched ones, and those in progress at a cold shutdown)."""
 
     processed: int = 0
     completed: int = 0
     retried: int = 0
     dead_lettered: int = 0
+    returned: int = 0
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -113,55 +156,7 @@ class WorkerStats:
             self.dead_lettered += 1
 
 
-@dataclass
-class _Result:
-    """A handler's run: the job with its lifecycle fields filled in, and the error if it raised."""
-
-    job: Job
-    duration: float
-    error: BaseException | None = None
-
-    @property
-    def error_text(self) -> str | None:
-        return None if self.error is None else f"{type(self.error).__name__}: {self.error}"
-
-    def traceback_summary(self, limit: int = 5) -> str:
-        assert self.error is not None
-        lines = traceback.format_exception(type(self.error), self.error, self.error.__traceback__, limit=-limit)
-        return "".join(lines)[-4000:]
-
-
-def _started(job: Job) -> float:
-    """Mark ``job`` RUNNING as one more attempt; returns the monotonic start time."""
-    job.status, job.started_at, job.attempts = ExecutionStatus.RUNNING, _now(), job.attempts + 1
-    return time.monotonic()
-
-
-def _failed(job: Job, started: float, error: Exception) -> _Result:
-    job.status, job.error = ExecutionStatus.FAILED, f"{type(error).__name__}: {error}"
-    return _Result(job, time.monotonic() - started, error)
-
-
-def _completed(job: Job, started: float, output: object = None) -> _Result:
-    job.status, job.completed_at, job.error = ExecutionStatus.COMPLETED, _now(), None
-    if isinstance(output, JobOutput):
-        job.payload.output = output
-    elif isinstance(output, BaseModel):
-        job.payload.output = JobOutput.model_validate(output.model_dump())
-    return _Result(job, time.monotonic() - started)
-
-
-def _execute(handler: Handler, job: Job) -> _Result:
-    """Run ``handler`` on ``job``: RUNNING, then COMPLETED (with its output) or FAILED."""
-    started = _started(job)
-    try:
-        output = handler(job)
-    except Exception as exc:  # noqa: BLE001 - any handler failure is retried or dead-lettered
-        return _failed(job, started, exc)
-    return _completed(job, started, output)
-
-
-def _decode(orchestrator: QueueOperations, delivery: Delivery, max_bytes: int = MAX_MESSAGE_BYTES) -> Job:
+def _decode(orchestrator: QueueOperations, delivery: Delivery, max_bytes: int | None = None) -> Job:
     """The job in ``delivery``; anything else is dead-lettered, acknowledged, and raises."""
     try:
         return orchestrator.decode_job(delivery, max_bytes=max_bytes)
@@ -179,16 +174,16 @@ def _requeue_copy(orchestrator: QueueOperations, delivery: Delivery, job: Job) -
     delivery.ack()
 
 
-def _bury(orchestrator: QueueOperations, delivery: Delivery, result: _Result) -> None:
+def _bury(orchestrator: QueueOperations, delivery: Delivery, result: Result) -> None:
     """Dead-letter a job whose retries are spent, then ack the original."""
     job = result.job
-    reason = f"failed after {job.attempts} attempts: {result.error_text}"
-    headers = {"x-mindtrace-attempts": job.attempts, "x-mindtrace-traceback": result.traceback_summary()}
+    reason = f"failed after {job.attempts} attempts: {result.error}"
+    headers = {"x-mindtrace-attempts": job.attempts, "x-mindtrace-traceback": result.traceback}
     orchestrator.dead_letter(delivery.queue, OutgoingMessage(job, {"headers": headers}), reason)
     delivery.ack()
 
 
-def _settle_failure(orchestrator: QueueOperations, delivery: Delivery, result: _Result, policy: RetryPolicy) -> str:
+def _settle_failure(orchestrator: QueueOperations, delivery: Delivery, result: Result, policy: RetryPolicy) -> str:
     """Retry now or dead-letter; returns the outcome."""
     if result.job.attempts <= policy.retries_for(result.job):
         _requeue_copy(orchestrator, delivery, result.job)
@@ -212,14 +207,21 @@ def claim(
         yield None
         return
     job = _decode(orchestrator, delivery)
-    started = _started(job)
+    started = start(job)
     try:
         yield job
     except Exception as exc:
-        _settle_failure(orchestrator, delivery, _failed(job, started, exc), policy)
+        _settle_failure(orchestrator, delivery, fail(job, started, *describe(exc)), policy)
         raise
-    _completed(job, started)
+    complete(job, started)
     delivery.ack()
+
+
+def _check_time_limit(value: float | None) -> float | None:
+    seconds = check_timeout("time_limit", value)
+    if seconds == 0:
+        raise InvalidArgument("time_limit", value, "a time limit is a finite number of seconds > 0, or None")
+    return seconds
 
 
 class Worker:
@@ -227,14 +229,28 @@ class Worker:
 
     Args:
         orchestrator: where the queues live (and where retries and dead letters are published).
-        queues: queue name(s) to consume; they must exist.
+        queues: queue name(s) to consume.
         handler: ``(job) -> result``; a returned ``JobOutput`` is stored on ``job.payload.output``.
-        concurrency: handler threads; 1 runs handlers on the consuming thread.
+        concurrency: jobs run at the same time: handler threads, or child processes.
         prefetch: messages taken ahead of acknowledgements (default: concurrency).
+        pool: ``"threads"``, or ``"processes"`` for CPU-bound handlers: children forked on Linux
+            (elsewhere spawned, and the handler must be importable); the job and the returned
+            ``JobOutput`` cross as JSON, and changes the handler makes to the job stay in the child.
+        time_limit: seconds one run of a job may take, after which it has failed (retried or
+            dead-lettered by the policy). With processes the child is killed (SIGKILL) and
+            replaced; a thread cannot be killed: it runs on, and its late result is ignored.
+        shutdown_grace: seconds a warm shutdown waits for jobs in progress before it turns cold.
         max_retries, retry_backoff, retry_backoff_max: the :class:`RetryPolicy`
             (a job's own ``max_retries`` wins).
-        on_event: called with a :class:`JobEvent` per settled job, on the thread that ran it.
-        max_message_bytes: larger messages are dead-lettered undecoded.
+        on_event: called with a :class:`JobEvent` per settled job, on the thread that settled it.
+        max_message_bytes: larger messages are dead-lettered undecoded (default: the
+            orchestrator's ``limits``, 16 MiB).
+        wait_for_queues: a queue that does not exist yet is waited for (looked up with a backoff
+            up to 5 s, until :meth:`stop`) instead of raising ``QueueNotFound``.
+        declare_queues: a queue that does not exist is declared (fifo).
+
+    Raises:
+        InvalidArgument: a number out of range or an unknown pool, before the broker is used.
     """
 
     def __init__(
@@ -245,66 +261,85 @@ class Worker:
         *,
         concurrency: int = 1,
         prefetch: int | None = None,
+        pool: Pool = "threads",
+        time_limit: float | None = None,
+        shutdown_grace: float = SHUTDOWN_GRACE,
         max_retries: int = 3,
         retry_backoff: float = 0.5,
         retry_backoff_max: float = 30.0,
         on_event: Callable[[JobEvent], None] | None = None,
-        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        max_message_bytes: int | None = None,
+        wait_for_queues: bool = False,
+        declare_queues: bool = False,
     ) -> None:
-        if concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
+        if pool not in POOLS:
+            raise InvalidArgument("pool", pool, f"choose one of {', '.join(POOLS)}")
+        self.concurrency = check_count("concurrency", concurrency)
+        self.prefetch = concurrency if prefetch is None else check_count("prefetch", prefetch)
+        self.pool = pool
+        self.time_limit = _check_time_limit(time_limit)
+        check_seconds("shutdown_grace", shutdown_grace)
+        self.shutdown_grace = float(shutdown_grace)
+        self.policy = RetryPolicy(max_retries, retry_backoff, retry_backoff_max)
+        self.max_message_bytes = None if max_message_bytes is None else check_count("max_message_bytes", max_message_bytes)
         self.orchestrator = orchestrator
         self.queues = [queues] if isinstance(queues, str) else list(queues)
         self.handler = handler
-        self.concurrency = concurrency
-        self.prefetch = prefetch or concurrency
-        self.policy = RetryPolicy(max_retries, retry_backoff, retry_backoff_max)
         self.on_event = on_event
-        self.max_message_bytes = max_message_bytes
+        self.wait_for_queues = wait_for_queues
+        self.declare_queues = declare_queues
         self.stats = WorkerStats()
         self._stopping = threading.Event()
+        self._cold = threading.Event()
+        self._wake = threading.Event()  # a job was settled or given back, or a cold stop came
+        self._room = threading.Event()  # few enough jobs dispatched: fetch again (see _await_room)
+        self._refill_at = max(self.concurrency - 1, self.prefetch // 2)
         self._lock = threading.Lock()
-        self._executor: ThreadPoolExecutor | None = None
-        self._pending: dict[Future[None], Delivery] = {}
+        self._threads: DaemonThreadPool | None = None
+        self._processes: ProcessPool | None = None
+        self._pending: dict[Delivery, Future[None]] = {}  # dispatched, result not in yet
         self._delayed: dict[Delivery, tuple[threading.Timer, Job]] = {}
-        self._releasing = 0  # retries being published
+        self._settling = 0  # settlements and held retries being sent
         self._consumer: Consumer | None = None
         self._consuming = False  # the current connection got as far as consuming
 
-    def stop(self) -> None:
-        """Ask :meth:`run` to finish: in-flight jobs complete and are acknowledged, prefetched
-        ones go back to the queue. Safe from signal handlers and other threads; a stop before
-        :meth:`run` makes it return at once."""
+    def stop(self, cold: bool = False) -> None:
+        """Ask :meth:`run` to finish. Warm: no new job starts, prefetched ones go back to the
+        queue, jobs in progress get ``shutdown_grace`` seconds to finish. ``cold=True`` (or a
+        second SIGINT/SIGTERM): jobs in progress go back to the queue too, child processes are
+        killed, and :meth:`run` returns at once. Safe from signal handlers and other threads; a
+        stop before :meth:`run` makes it return at once."""
+        if cold:
+            self._cold.set()
         self._stopping.set()
+        self._wake.set()
+        self._room.set()
 
     def run(self, until_empty: bool = False) -> WorkerStats:
-        """Consume until :meth:`stop` (or SIGINT/SIGTERM in the main thread); with
-        ``until_empty`` also return once the queues are empty and nothing is in flight.
+        """Consume until :meth:`stop` (or SIGINT/SIGTERM in the main thread: the first is a warm
+        stop, the second a cold one); with ``until_empty`` also return once the queues are empty
+        and nothing is in flight.
 
         A lost broker connection is re-established (bounded retries, then
         :class:`BrokerUnavailable`); messages of the lost connection are delivered again.
+
+        Raises:
+            QueueNotFound: a queue does not exist (unless ``wait_for_queues``/``declare_queues``).
         """
-        for queue in self.queues:
-            self.orchestrator.queue_spec(queue)  # QueueNotFound before consuming anything
-        self.stats = WorkerStats()
-        if self.concurrency > 1:
-            self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="mindtrace-worker")
         with self._signals_stop():
-            failures = 0
-            while not self._stopping.is_set():
-                try:
-                    self._consume(until_empty)
-                    break
-                except BrokerUnavailable:
-                    failures = 1 if self._consuming else failures + 1  # a fresh drop, or still down
-                    if failures >= _RECONNECT_ATTEMPTS:
-                        raise
-                    logger.warning("broker connection lost; reconnecting (attempt %d)", failures)
-                    time.sleep(min(0.2 * 2**failures, 2.0))
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
-        self._stopping.clear()  # a stop() before run() still counts; after it, run() can start again
+            try:
+                self._await_queues()
+                self.stats = WorkerStats()
+                if not self._stopping.is_set():
+                    self._threads = DaemonThreadPool(self.concurrency, "mindtrace-worker")
+                    if self.pool == "processes":
+                        self._processes = ProcessPool(self.handler, self.concurrency, self.time_limit)
+                    self._consume_reconnecting(until_empty)
+            finally:
+                self._close_pools()
+                # a stop() before run() still counts; after it, run() can start again
+                self._stopping.clear()
+                self._cold.clear()
         return self.stats
 
     @contextmanager
@@ -314,12 +349,61 @@ class Worker:
             return
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
         for sig in previous:
-            signal.signal(sig, lambda *_: self.stop())
+            signal.signal(sig, self._on_signal)
         try:
             yield
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.stop(cold=self._stopping.is_set())  # the first signal is warm, the next cold
+
+    def _await_queues(self) -> None:
+        """Raise QueueNotFound for a missing queue, or declare it, or wait until it exists or
+        :meth:`stop` is called."""
+        delay = _QUEUE_WAIT_FIRST
+        while missing := [queue for queue in self.queues if not self._exists(queue)]:
+            if self.declare_queues:
+                for queue in missing:
+                    self.orchestrator.declare_queue(queue)
+                logger.warning("declared missing queue(s) %s", ", ".join(missing))
+            elif not self.wait_for_queues:
+                raise QueueNotFound(missing[0])
+            else:
+                if delay == _QUEUE_WAIT_FIRST:
+                    logger.warning("waiting for queue(s) %s to be declared", ", ".join(missing))
+                if self._stopping.wait(delay):
+                    return
+                delay = min(delay * 2, _QUEUE_WAIT_MAX)
+
+    def _exists(self, queue: str) -> bool:
+        try:
+            self.orchestrator.queue_spec(queue)
+        except QueueNotFound:
+            return False
+        return True
+
+    def _consume_reconnecting(self, until_empty: bool) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                self._consume(until_empty)
+                return
+            except BrokerUnavailable:
+                failures = 1 if self._consuming else failures + 1  # a fresh drop, or still down
+                if failures >= _RECONNECT_ATTEMPTS:
+                    raise
+                logger.warning("broker connection lost; reconnecting (attempt %d)", failures)
+                time.sleep(min(0.2 * 2**failures, 2.0))
+
+    def _close_pools(self) -> None:
+        if self._threads is not None:
+            self._threads.close()
+            self._threads = None
+        if self._processes is not None:
+            self._processes.close()
+            self._processes = None
 
     def _consume(self, until_empty: bool) -> None:
         """One consumer's life, until the run is over; a broken connection raises
@@ -327,8 +411,15 @@ class Worker:
         self._consuming = False
         consumer = self._consumer = self.orchestrator.backend.consumer(self.queues, self.prefetch)
         try:
+            drained = False
             while not self._stopping.is_set():
-                deliveries = consumer.fetch(self.prefetch, _BURST_FETCH if until_empty else _IDLE_FETCH)
+                self._await_room(self.concurrency - 1 if drained else self._refill_at)
+                if self._stopping.is_set():
+                    break
+                with self._lock:
+                    asked = max(self.prefetch - len(self._pending), 1)
+                deliveries = consumer.fetch(asked, _BURST_FETCH if until_empty else _IDLE_FETCH)
+                drained = len(deliveries) < asked  # the queues ran dry: fetch when a handler is free
                 self._consuming = True
                 for delivery in deliveries:
                     self._dispatch(delivery)
@@ -340,9 +431,20 @@ class Worker:
         finally:
             self._shut_down(consumer)
 
+    def _await_room(self, refill_at: int) -> None:
+        """Wait until at most ``refill_at`` jobs are dispatched and unfinished: the next fetch
+        then takes a batch (waking up for every single free place costs more than quick jobs
+        do), and a stop() from a handler is seen here instead of after an idle fetch."""
+        while not self._stopping.is_set():
+            self._room.clear()
+            with self._lock:
+                if len(self._pending) <= refill_at:
+                    return
+            self._room.wait(_IDLE_FETCH)
+
     def _drained(self) -> bool:
         with self._lock:
-            busy = bool(self._pending or self._delayed or self._releasing)
+            busy = bool(self._pending or self._delayed or self._settling)
         return not busy and all(self._ready(queue) == 0 for queue in self.queues)
 
     def _ready(self, queue: str) -> int:
@@ -356,6 +458,7 @@ class Worker:
     def _dispatch(self, delivery: Delivery) -> None:
         if self._stopping.is_set():
             delivery.reject(requeue=True)  # taken while stopping: back first in line
+            self._count_returned(1)
             return
         try:
             job = _decode(self.orchestrator, delivery, self.max_message_bytes)
@@ -363,30 +466,48 @@ class Worker:
             logger.warning("%s", exc)  # dead-lettered and acknowledged by _decode
             self._emit(JobEvent("-", delivery.queue, 0.0, "dead-lettered", error=exc.reason))
             return
-        if self._executor is None:
-            self._run_job(delivery, job)
+        assert self._threads is not None
+        with self._lock:  # held until it is recorded: the handler thread looks it up when done
+            self._pending[delivery] = self._threads.submit(partial(self._run_job, delivery, job, self._processes))
+
+    def _run_job(self, delivery: Delivery, job: Job, processes: ProcessPool | None) -> None:
+        """Run the handler (on this thread, or in a child process) and settle the job."""
+        started = start(job)
+        if processes is not None:
+            result = processes.run(job, started)
+        elif self.time_limit is None:
+            result = run_handler(self.handler, job, started)
+        else:
+            result = run_with_soft_limit(self.handler, job, started, self.time_limit)
+        with self._lock:
+            mine = self._pending.pop(delivery, None) is not None
+            self._settling += mine
+            room = len(self._pending) < self.concurrency or len(self._pending) <= self._refill_at
+        self._wake.set()
+        if room:
+            self._room.set()
+        if not mine:  # a cold shutdown or a lost connection gave the job back
+            logger.info("job %s on %s: late result ignored (%s)", job.id, delivery.queue, result.error or "completed")
             return
-        with self._lock:
-            future = self._executor.submit(self._run_job, delivery, job)
-            self._pending[future] = delivery
-        future.add_done_callback(self._forget)
+        try:
+            self._report(delivery, result)
+        finally:
+            with self._lock:
+                self._settling -= 1
+            self._wake.set()
 
-    def _forget(self, future: Future[None]) -> None:
-        with self._lock:
-            self._pending.pop(future, None)
-
-    def _run_job(self, delivery: Delivery, job: Job) -> None:
-        """Run the handler and settle the job, on the thread that ran it."""
-        result = _execute(self.handler, job)
+    def _report(self, delivery: Delivery, result: Result) -> None:
+        """Settle the job and tell the observers."""
+        job = result.job
         try:
             outcome = self._settle(delivery, result)
-        except Exception:  # noqa: BLE001 - the broker failed: the job stays in flight and comes back
+        except Exception:  # the broker failed: the job stays in flight and comes back
             logger.warning("job %s on %s: could not settle; it will be delivered again", job.id, delivery.queue, exc_info=True)
             return
         logger.info("job %s on %s: %s in %.3fs (attempt %d)", job.id, delivery.queue, outcome, result.duration, job.attempts)
-        self._emit(JobEvent(job.id, delivery.queue, result.duration, outcome, job.attempts, result.error_text, job))
+        self._emit(JobEvent(job.id, delivery.queue, result.duration, outcome, job.attempts, result.error, job))
 
-    def _settle(self, delivery: Delivery, result: _Result) -> str:
+    def _settle(self, delivery: Delivery, result: Result) -> str:
         job = result.job
         if result.error is None:
             delivery.ack()  # done: the job leaves the broker
@@ -410,14 +531,14 @@ class Worker:
             held = self._delayed.pop(delivery, None)
             if held is None:
                 return  # already released by shutdown, or dropped with a broken connection
-            self._releasing += 1  # still in hand: run(until_empty=True) must not end meanwhile
+            self._settling += 1  # still in hand: run(until_empty=True) must not end meanwhile
         try:
             _requeue_copy(self.orchestrator, delivery, held[1])
-        except Exception:  # noqa: BLE001 - the original stays in flight and comes back
+        except Exception:  # the original stays in flight and comes back
             logger.warning("job %s on %s: retry not published; it will be delivered again", held[1].id, delivery.queue, exc_info=True)
         finally:
             with self._lock:
-                self._releasing -= 1
+                self._settling -= 1
                 self._set_prefetch()
 
     def _set_prefetch(self) -> None:
@@ -430,40 +551,86 @@ class Worker:
         if self.on_event is not None:
             try:
                 self.on_event(event)
-            except Exception:  # noqa: BLE001 - a failing observer must not stop the worker
+            except Exception:  # a failing observer must not stop the worker
                 logger.exception("on_event failed for job %s on %s", event.job_id, event.queue)
+
+    def _count_returned(self, count: int) -> None:
+        with self._lock:
+            self.stats.returned += count
 
     # -- shutdown ----------------------------------------------------------------------------------
 
     def _shut_down(self, consumer: Consumer) -> None:
-        """Finish in-flight jobs and publish held retries, then close: what was taken and not
-        started goes back to the front of its queue."""
+        """Give back what was taken and not started, let the jobs in progress finish (warm) or
+        give them back too (cold), publish held retries, then close: what the consumer still
+        holds goes back to the front of its queue."""
         try:
-            with self._lock:
-                pending = list(self._pending.items())
-            for future, delivery in pending:
-                if future.cancel():  # never started
-                    delivery.reject(requeue=True)
-            for future, _ in pending:
-                if not future.cancelled():
-                    future.exception()  # wait for the handler to finish and settle
+            self._return_waiting()
+            if not self._await_in_flight():
+                self._return_in_flight()
             with self._lock:
                 delayed = list(self._delayed.items())
             for delivery, (timer, _) in delayed:
                 timer.cancel()
                 self._retry(delivery)  # publishes now, unless the timer just did
             consumer.close()
-        except Exception:  # noqa: BLE001
+        except Exception:  # the broker failed: what is unsettled comes back
             logger.warning("could not settle in-flight jobs; the broker will deliver them again", exc_info=True)
             self._abandon()
         finally:
             self._consumer = None
 
+    def _return_waiting(self) -> None:
+        """Jobs dispatched but not started go back to their queue, first in line, in order."""
+        with self._lock:
+            waiting = [delivery for delivery, future in self._pending.items() if future.cancel()]
+            for delivery in waiting:
+                del self._pending[delivery]
+        for delivery in waiting:
+            delivery.reject(requeue=True)
+        self._count_returned(len(waiting))
+
+    def _await_in_flight(self) -> bool:
+        """Wait until the jobs in progress are settled (True), or until a cold stop is asked for
+        or ``shutdown_grace`` runs out (False)."""
+        deadline = time.monotonic() + self.shutdown_grace
+        announced = False
+        while True:
+            self._wake.clear()
+            with self._lock:
+                busy = len(self._pending) + self._settling
+            remaining = deadline - time.monotonic()
+            if not busy:
+                return True
+            if self._cold.is_set() or remaining <= 0:
+                return False
+            if not announced:
+                announced = True
+                logger.warning(
+                    "warm shutdown: waiting up to %g s for %d job(s) in progress; "
+                    "stop again (a second SIGINT/SIGTERM) for a cold shutdown", remaining, busy
+                )
+            self._wake.wait(remaining)
+
+    def _return_in_flight(self) -> None:
+        """Cold: give every job in progress back to its queue (their late results are ignored),
+        once the children running them are dead."""
+        with self._lock:
+            in_flight, self._pending = list(self._pending.items()), {}
+        if self._processes is not None:
+            self._processes.kill()
+        for delivery, future in in_flight:
+            future.cancel()
+            delivery.reject(requeue=True)
+        self._count_returned(len(in_flight))
+        running_on = "their processes were killed" if self._processes is not None else "their threads run on"
+        logger.warning("cold shutdown: %d job(s) in progress given back to the queue; %s", len(in_flight), running_on)
+
     def _abandon(self) -> None:
         """Forget the messages of a broken connection: their settlements cannot be sent, the
-        broker delivers them again."""
+        broker delivers them again (late results of jobs in progress are ignored)."""
         with self._lock:
-            pending, self._pending = list(self._pending), {}
+            pending, self._pending = list(self._pending.values()), {}
             delayed, self._delayed = list(self._delayed.values()), {}
         for future in pending:
             future.cancel()

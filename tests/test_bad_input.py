@@ -138,3 +138,10 @@ def test_every_call_taking_a_queue_refuses_a_bad_name(orchestrator: Orchestrator
 def test_bad_client_and_orchestrator_options_raise_invalid_argument(make: Callable[[], object]) -> None:
     with pytest.raises(InvalidArgument):
         make()
+
+
+def test_from_url_gives_the_orchestrator_its_own_options() -> None:
+    limits = DecodeLimits(max_message_bytes=1024)
+    orchestrator = Orchestrator.from_url("memory://", limits=limits, connection_retries=0, connect_timeout=2)
+    assert orchestrator.limits is limits and orchestrator.connection_retries == 0
+    assert orchestrator.client.connect_timeout == 2

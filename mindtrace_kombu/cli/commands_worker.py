@@ -14,7 +14,10 @@ from .context import CliContext, import_object, json_option, pass_cli
 from .output import Output
 
 if TYPE_CHECKING:
-    from ..worker import JobEvent, WorkerStats
+    from ..worker import JobEvent, Pool, WorkerStats
+
+#: The library's default (``worker.SHUTDOWN_GRACE``), repeated so that --help imports no broker code.
+SHUTDOWN_GRACE = 30.0
 
 __all__ = ["worker"]
 
@@ -95,23 +98,50 @@ def _split_queues(values: Sequence[str]) -> list[str]:
 @click.option(
     "--concurrency",
     "-c",
-    type=click.IntRange(min=1),
+    type=int,
     default=1,
     show_default=True,
-    help="Jobs handled at the same time (threads).",
+    help="Jobs handled at the same time (threads, or child processes with --pool processes).",
+)
+@click.option(
+    "--pool",
+    type=click.Choice(["threads", "processes"]),
+    default="threads",
+    show_default=True,
+    help="Where handlers run; processes for CPU-bound handlers.",
 )
 @click.option(
     "--prefetch",
-    type=click.IntRange(min=1),
+    type=int,
     help="Unacknowledged jobs held at once (default: concurrency).",
 )
 @click.option(
     "--max-retries",
-    type=click.IntRange(min=0),
+    type=int,
     default=3,
     show_default=True,
     help="Retries (with backoff) before a failing job is dead-lettered.",
 )
+@click.option(
+    "--time-limit",
+    type=float,
+    metavar="SECONDS",
+    help="A job running longer has failed; processes: its child is killed, threads: it runs on.",
+)
+@click.option(
+    "--shutdown-grace",
+    type=float,
+    default=SHUTDOWN_GRACE,
+    show_default=True,
+    metavar="SECONDS",
+    help="On the first Ctrl-C/SIGTERM, how long jobs in progress may finish before a cold stop.",
+)
+@click.option(
+    "--wait-for-queue",
+    is_flag=True,
+    help="Wait for queues that do not exist yet instead of exiting (code 3).",
+)
+@click.option("--declare", is_flag=True, help="Declare queues that do not exist (fifo).")
 @click.option(
     "--burst", is_flag=True, help="Exit once the queues are empty (like `rq worker --burst`)."
 )
@@ -129,22 +159,33 @@ def worker(
     handler: str,
     queue_options: Sequence[str],
     concurrency: int,
+    pool: Pool,
     prefetch: int | None,
     max_retries: int,
+    time_limit: float | None,
+    shutdown_grace: float,
+    wait_for_queue: bool,
+    declare: bool,
     burst: bool,
     summary_interval: float,
 ) -> None:
     """Run MODULE:HANDLER on the jobs of the -Q queues.
 
     HANDLER is called with each Job; the job is acknowledged when it returns, retried when it
-    raises, and dead-lettered to QUEUE.dlq when its retries are spent. One line is printed per
-    job (time, outcome, queue, id, duration), and a throughput summary every --summary-interval.
-    Ctrl-C or SIGTERM stops it cleanly: jobs in progress finish and are acknowledged.
+    raises (or runs past --time-limit), and dead-lettered to QUEUE.dlq when its retries are
+    spent. One line is printed per job (time, outcome, queue, id, duration), and a throughput
+    summary every --summary-interval.
+
+    The first Ctrl-C or SIGTERM is a warm shutdown: prefetched jobs go back to the queue, jobs in
+    progress get --shutdown-grace seconds to finish and be acknowledged. The second (or the grace
+    running out) is a cold one: unfinished jobs go back to the queue, child processes are killed.
 
     \b
     Example:
       mindtrace-jobs worker tasks:resize -Q images,thumbnails --concurrency 4
+      mindtrace-jobs worker tasks:render -Q frames --pool processes -c 4 --time-limit 60
     """
+    from ..errors import InvalidArgument
     from ..worker import Worker
 
     function = import_object(handler, "MODULE:HANDLER")
@@ -153,15 +194,23 @@ def worker(
     names = _split_queues(queue_options)
     orchestrator = cli.connect(reconnect=True)
     events = _EventLog(cli.output, summary_interval)
-    runner = Worker(
-        orchestrator,
-        names,
-        function,
-        concurrency=concurrency,
-        prefetch=prefetch,
-        max_retries=max_retries,
-        on_event=events.on_event,
-    )
+    try:
+        runner = Worker(
+            orchestrator,
+            names,
+            function,
+            concurrency=concurrency,
+            prefetch=prefetch,
+            pool=pool,
+            time_limit=time_limit,
+            shutdown_grace=shutdown_grace,
+            max_retries=max_retries,
+            on_event=events.on_event,
+            wait_for_queues=wait_for_queue,
+            declare_queues=declare,
+        )
+    except InvalidArgument as exc:  # before the broker is used: a usage error (exit 2)
+        raise click.BadParameter(str(exc), param_hint=f"--{exc.name.replace('_', '-')}") from None
     cli.output.result(
         {
             "event": "started",
@@ -170,9 +219,10 @@ def worker(
             "queues": names,
             "handler": handler,
             "concurrency": concurrency,
+            "pool": pool,
         },
         f"{_now()} started       {handler} on {', '.join(names)} at {orchestrator.client.url} "
-        f"(concurrency {concurrency}{', burst' if burst else ''})",
+        f"(concurrency {concurrency}, {pool}{', burst' if burst else ''})",
     )
     summaries = threading.Thread(
         target=events.run_summaries, name="mindtrace-jobs-summary", daemon=True
@@ -187,6 +237,7 @@ def worker(
 
 def _stopped(output: Output, stats: WorkerStats) -> None:
     rate = stats.processed / stats.elapsed if stats.elapsed else 0.0
+    returned = f", {stats.returned} returned to the queue" if stats.returned else ""
     output.result(
         {
             "event": "stopped",
@@ -195,10 +246,12 @@ def _stopped(output: Output, stats: WorkerStats) -> None:
             "completed": stats.completed,
             "retried": stats.retried,
             "dead_lettered": stats.dead_lettered,
+            "returned": stats.returned,
             "elapsed": stats.elapsed,
             "jobs_per_second": rate,
         },
         f"{_now()} stopped       {stats.processed} processed ({stats.completed} completed, "
-        f"{stats.retried} retried, {stats.dead_lettered} dead-lettered) in {stats.elapsed:.2f} s "
+        f"{stats.retried} retried, {stats.dead_lettered} dead-lettered{returned}) "
+        f"in {stats.elapsed:.2f} s "
         f"({rate:,.1f} jobs/s)",
     )
