@@ -314,6 +314,16 @@ class Worker:
         self._stopping.set()
         self._wake.set()
         self._room.set()
+        consumer = self._consumer
+        if consumer is not None:  # end its fetch; from a thread: a signal handler must not take locks
+            threading.Thread(target=self._wake_consumer, args=(consumer,), daemon=True).start()
+
+    @staticmethod
+    def _wake_consumer(consumer: Consumer) -> None:
+        try:
+            consumer.wake()
+        except BrokerUnavailable:
+            pass  # the fetch fails on its own
 
     def run(self, until_empty: bool = False) -> WorkerStats:
         """Consume until :meth:`stop` (or SIGINT/SIGTERM in the main thread: the first is a warm

@@ -316,6 +316,7 @@ class AmqpConsumer:
         self._buffer: deque[Delivery] = deque()
         self._tags: list[str] = []
         self._waiting = 0  # threads waiting on the socket
+        self._woken = False  # wake(): the next fetch returns at once
         self._closed = False
         self._broken: JobsError | None = None  # why the connection (or channel) is unusable
         self._stopped = threading.Event()  # ends the heartbeat thread
@@ -360,7 +361,8 @@ class AmqpConsumer:
                 if self._buffer:
                     return [self._buffer.popleft() for _ in range(min(max_count, len(self._buffer)))]
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if remaining <= 0 or self._woken:
+                    self._woken = False
                     return []
                 self._waiting += 1
             try:
@@ -449,6 +451,11 @@ class AmqpConsumer:
     def _mark_broken(self, error: JobsError) -> None:
         self._broken = error
         self._wake()
+
+    def wake(self) -> None:
+        with self._lock:
+            self._woken = True
+            self._wake()
 
     def _wake(self) -> None:
         if self._waiting:

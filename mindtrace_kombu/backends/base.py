@@ -133,6 +133,10 @@ class Consumer(Protocol):
     def set_prefetch(self, prefetch: int) -> None:
         """Hold at most ``prefetch`` unsettled deliveries from now on."""
 
+    def wake(self) -> None:
+        """Make the ``fetch`` waiting now, or else the next one, return at once with what
+        there is (a worker stopping); from any thread."""
+
     def close(self) -> None:
         """Stop consuming; deliveries not settled go back to their queues, first in line."""
 

@@ -205,6 +205,7 @@ class _MemoryConsumer:
         self._next = 0
         self._held: dict[str, Delivery] = {}
         self._closed = False
+        self._woken = False
 
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
         deadline = time.monotonic() + timeout
@@ -212,10 +213,16 @@ class _MemoryConsumer:
             while not self._closed:
                 taken = self._take(max_count)
                 remaining = deadline - time.monotonic()
-                if taken or remaining <= 0:
+                if taken or remaining <= 0 or self._woken:
+                    self._woken = False
                     return taken
                 self._broker.condition.wait(remaining)
             return []
+
+    def wake(self) -> None:
+        with self._broker.condition:
+            self._woken = True
+            self._broker.condition.notify_all()
 
     def _take(self, max_count: int) -> list[Delivery]:
         room = max_count if not self._prefetch else min(max_count, self._prefetch - len(self._held))

@@ -140,8 +140,8 @@ class RedisConsumer:
     ``fetch`` takes up to the free prefetch from the queues in turn (one script call per queue
     tried, carrying that queue's settlements since the last call); when they are all empty it
     sends the remaining settlements and blocks in BRPOP on their wake-up lists. Deliveries may
-    be settled from any thread; a settlement made while the consumer is blocked is sent at
-    once by the settling thread.
+    be settled from any thread; a settlement made while the consumer is blocked, and every
+    requeue, is sent at once by the settling thread.
     """
 
     def __init__(self, backend: RedisBackend, queues: Sequence[str], prefetch: int) -> None:
@@ -154,6 +154,7 @@ class RedisConsumer:
         self._acks: dict[str, list[str]] = defaultdict(list)
         self._requeues: dict[str, list[str]] = defaultdict(list)
         self._waiting = False
+        self._woken = False  # wake(): the next fetch returns at once
         self._next = 0
 
     def set_prefetch(self, prefetch: int) -> None:
@@ -172,8 +173,10 @@ class RedisConsumer:
                 if found:
                     return found
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return []
+            with self._lock:
+                if remaining <= 0 or self._woken:
+                    self._woken = False
+                    return []
             if room <= 0:
                 with self._lock:  # wait for a settlement to free prefetch
                     if self.prefetch - self._unsettled <= 0:
@@ -216,14 +219,25 @@ class RedisConsumer:
     def _wait(self, timeout: float) -> str | None:
         self._flush()
         with self._lock:
+            if self._woken:
+                return None
             self._waiting = True
         try:
             with self.backend.errors(",".join(self.queues)):
-                return self.backend.store.wait(self.queues, timeout)
+                return self.backend.store.wait(self.queues, timeout, self.lease.id)
         finally:
             with self._lock:
                 self._waiting = False
             self._flush()
+
+    def wake(self) -> None:
+        with self._lock:
+            self._woken = True
+            self._lock.notify_all()
+            waiting = self._waiting
+        if waiting:
+            with self.backend.errors(",".join(self.queues)):
+                self.backend.store.wake(self.lease.id)
 
     def _pop_settlements(self, queue: str) -> tuple[list[str], list[str]]:
         with self._lock:
@@ -235,7 +249,7 @@ class RedisConsumer:
             target[delivery.queue].append(delivery.tag)
             self._unsettled -= 1
             self._lock.notify_all()
-            send_now = self._waiting
+            send_now = self._waiting or how is Settlement.REQUEUE  # a requeued message is due back now
         if send_now:
             self._flush()
 

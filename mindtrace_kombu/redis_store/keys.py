@@ -71,6 +71,10 @@ class Namespace:
         base = f"{self.root}:q:{{{name.translate(_ESCAPES)}}}:"
         return QueueKeys(*(base + kind for kind in ("meta", "ready", "bodies", "wake", "leases", "inflight")))
 
+    def consumer_wake(self, consumer: str) -> str:
+        """A consumer's own wake-up list: a token there ends its BRPOP (``RedisStore.wake``)."""
+        return f"{self.root}:c:{consumer}:wake"
+
     def queue_of_wake_key(self, key: str) -> str:
         """The queue whose ``wake`` key this is (the inverse of :meth:`queue` for BRPOP replies)."""
         head = f"{self.root}:q:{{"

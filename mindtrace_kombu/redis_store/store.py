@@ -11,7 +11,8 @@ put (n messages)              1 per 1,000 messages
 take / get / settle           1 (acks, requeues, expired leases and the take in one script)
 count, purge, release         1
 delete                        2 (the script, then the registry update: only once it succeeded)
-wait                          1 BRPOP on the queues' wake-up lists (blocks up to ``timeout``)
+wait                          1 BRPOP on the queues' and the consumer's wake-up lists (blocks up to ``timeout``)
+wake                          1 (LPUSH and EXPIRE, pipelined)
 heartbeat                     1 per queue the lease holds messages in
 ============================  ===============================================================
 
@@ -37,6 +38,7 @@ __all__ = ["DEFAULT_LEASE_TIMEOUT", "RedisStore", "Stored", "new_lease_id"]
 DEFAULT_LEASE_TIMEOUT = 30.0
 _PUT_CHUNK = 1000
 _FLAG, _BAND = 2**44, 2**45
+_WAKE_TTL = 60  # seconds a consumer's wake-up token outlives a consumer that is gone
 
 _DECLARE = load("declare", with_lib=False)
 _PUT = load("put")
@@ -178,15 +180,22 @@ class RedisStore:
         """Everything ``lease`` holds in ``queue`` goes back, first in line, in original order."""
         return int(self._run(_RELEASE, queue, (lease,)))
 
-    def wait(self, queues: Iterable[str], timeout: float) -> str | None:
-        """Block until one of ``queues`` has a ready message or ``timeout`` passes; returns that
-        queue (one wake-up token consumed) or None. Take from it with :meth:`take`."""
-        keys = [self.namespace.queue(queue).wake for queue in queues]
+    def wait(self, queues: Iterable[str], timeout: float, consumer: str) -> str | None:
+        """Block until one of ``queues`` has a ready message, :meth:`wake` is called for
+        ``consumer``, or ``timeout`` passes; returns that queue (one wake-up token consumed), or
+        None. Take from it with :meth:`take`."""
+        own = self.namespace.consumer_wake(consumer)
+        keys = [self.namespace.queue(queue).wake for queue in queues] + [own]
         reply = self.client.brpop(keys, timeout=max(timeout, 0.001))
         if reply is None:
             return None
         key = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
-        return self.namespace.queue_of_wake_key(key)
+        return None if key == own else self.namespace.queue_of_wake_key(key)
+
+    def wake(self, consumer: str) -> None:
+        """End the :meth:`wait` of ``consumer`` (the token expires if nobody waits for it)."""
+        key = self.namespace.consumer_wake(consumer)
+        self.client.pipeline(transaction=False).lpush(key, 1).expire(key, _WAKE_TTL).execute()
 
     def inflight_counts(self) -> dict[str, int]:
         """Messages in flight per declared queue. O(queues)."""
