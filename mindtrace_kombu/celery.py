@@ -291,7 +291,7 @@ class CeleryClient(Client):
         self._transport = transport
         super().__init__(**kwargs)
 
-    def connection(self) -> Connection:
+    def kombu_connection(self) -> Connection:
         if self._transport is None:
             return self.app.pool.acquire(block=True)  # type: ignore[no-any-return]  # back to the pool on close
         return self.app.connection_for_write(transport=self._transport)  # type: ignore[no-any-return]

@@ -19,6 +19,7 @@ from kombu.utils.url import maybe_sanitize_url
 from redis.sentinel import Sentinel
 
 from .arguments import check_seconds, check_timeout
+from .client_api import ClientQueueAPI
 from .backends.amqp import AmqpBackend
 from .backends.base import Backend
 from .backends.memory import MemoryBackend
@@ -52,7 +53,7 @@ _STORE_OPTIONS = ("lease_timeout", "global_keyprefix", "prefix")
 _AMQP_OPTIONS = ("heartbeat", "confirm_timeout")
 
 
-class Client:
+class Client(ClientQueueAPI):
     """Base of the three clients: a masked URL, a timeout and a Kombu connection factory."""
 
     backend: ClassVar[BackendType]
@@ -73,12 +74,8 @@ class Client:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
 
-    def connection(self) -> kombu.Connection:
+    def kombu_connection(self) -> kombu.Connection:
         """A new, not yet connected Kombu connection to this broker (for Kombu-facing code)."""
-        raise NotImplementedError
-
-    def open_backend(self) -> Backend:
-        """Open this broker's backend (the seam every operation of the package goes through)."""
         raise NotImplementedError
 
     def check_supported(self, spec: QueueSpec) -> None:
@@ -96,7 +93,7 @@ class LocalClient(Client):
         super().__init__(f"memory:///{broker_id}", **kwargs)
         self.broker_id = broker_id
 
-    def connection(self) -> kombu.Connection:
+    def kombu_connection(self) -> kombu.Connection:
         return kombu.Connection(
             transport=memory_transport.Transport, virtual_host=self.broker_id,
             connect_timeout=self.connect_timeout,
@@ -155,7 +152,7 @@ class RedisClient(Client):
         # a consumer's longest BRPOP
         return {"socket_connect_timeout": self.connect_timeout, "socket_timeout": self.connect_timeout + MAX_WAIT}
 
-    def connection(self) -> kombu.Connection:
+    def kombu_connection(self) -> kombu.Connection:
         return kombu.Connection(
             self._server_url, transport=self.transport_class,
             ssl=self._url.startswith("rediss"), connect_timeout=self.connect_timeout,
@@ -235,7 +232,7 @@ class RabbitMQClient(Client):
         self.confirm_timeout = check_timeout("confirm_timeout", _number(query.get("confirm_timeout", confirm_timeout)))
         self.transport_options = transport_options or {}
 
-    def connection(self) -> kombu.Connection:
+    def kombu_connection(self) -> kombu.Connection:
         """A Kombu connection with this client's heartbeat: Kombu-facing code that holds it
         must call ``heartbeat_check()`` regularly, as Kombu requires. A blocking read gives up
         after two heartbeat intervals without a frame (the broker sends them even when busy)."""
@@ -249,7 +246,7 @@ class RabbitMQClient(Client):
 
     def open_backend(self) -> Backend:
         return AmqpBackend(
-            self.connection, url=self.url, management_port=self.management_port,
+            self.kombu_connection, url=self.url, management_port=self.management_port,
             connect_timeout=self.connect_timeout, max_idle=self.idle_sessions,
             confirm_timeout=self.confirm_timeout, heartbeat=self.heartbeat,
         )

@@ -11,14 +11,13 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import time
-from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Protocol, Sequence, TypeVar
 
 from kombu.exceptions import EncodeError
 
 from .arguments import check_count, check_timeout
 from .backends.base import Backend, Delivery, WireMessage
 from .backends.wire import encode
-from .clients import Client, LocalClient
 from .decoding import DEFAULT_LIMITS, DecodeLimits, Undecodable, decode_job
 from .errors import (
     BrokerUnavailable,
@@ -28,11 +27,12 @@ from .errors import (
     QueueNotFound,
     QueueTypeMismatch,
 )
+from .exchanges import validate_exchange, validate_routing_key
 from .models import QUEUE_MAPPING, Job, JobType
 from .queues import QueueSpec, dead_letter_queue_name, validate_queue_name
 from .serialization import SERIALIZER
 
-__all__ = ["MessageBuilder", "OutgoingMessage", "QueueOperations", "job_message"]
+__all__ = ["BrokerClient", "MessageBuilder", "OutgoingMessage", "QueueOperations", "job_message"]
 
 _POLL_MIN, _POLL_MAX = 0.001, 0.02  # receive_message(timeout=...) poll backoff, seconds
 _RETRY_BACKOFF, _RETRY_BACKOFF_MAX = 0.2, 2.0  # reconnect backoff, seconds
@@ -56,6 +56,16 @@ def job_message(queue_name: str, job: Job) -> OutgoingMessage:
     return OutgoingMessage(job, {})
 
 
+class BrokerClient(Protocol):
+    """What queue operations need of a client; every client of :mod:`.clients` is one."""
+
+    def open_backend(self) -> Backend:
+        """Open the broker's backend."""
+
+    def check_supported(self, spec: QueueSpec) -> None:
+        """Raise :class:`~.errors.UnsupportedQueueType` if the backend cannot provide ``spec``."""
+
+
 def _check_job(job: object) -> Job:
     if not isinstance(job, Job):
         raise TypeError(f"expected a Job, got {type(job).__name__}")
@@ -66,7 +76,7 @@ class QueueOperations:
     """Declare queues, publish and receive jobs, on any backend; thread-safe.
 
     Args:
-        client: the backend's configuration; ``None`` means a fresh :class:`LocalClient`.
+        client: the broker's client (:mod:`.clients`).
         routes: job type -> queue overrides for :meth:`submit`, on top of ``QUEUE_MAPPING``.
         message_builder: how a job becomes a message (default :func:`job_message`); every
             publish goes through it, e.g. to send Celery task messages (``from_celery``).
@@ -79,7 +89,7 @@ class QueueOperations:
 
     def __init__(
         self,
-        client: Client | None = None,
+        client: BrokerClient,
         *,
         routes: Mapping[JobType | str, str] | None = None,
         connection_retries: int = 2,
@@ -87,7 +97,7 @@ class QueueOperations:
         limits: DecodeLimits = DEFAULT_LIMITS,
     ) -> None:
         check_count("connection_retries", connection_retries, minimum=0)
-        self.client = client if client is not None else LocalClient()
+        self.client = client
         self.backend: Backend = self.client.open_backend()
         self.connection_retries = connection_retries
         self.limits = limits
@@ -223,28 +233,76 @@ class QueueOperations:
         self._specs.pop(queue_name, None)
         self._run(lambda: self.backend.delete(queue_name, if_empty=if_empty))
 
+    # -- exchanges (RabbitMQ; elsewhere UnsupportedOperation) -----------------------------------------
+
+    def declare_exchange(
+        self, exchange: str, exchange_type: str = "direct", *, durable: bool = True, auto_delete: bool = False
+    ) -> None:
+        """Declare an exchange (``direct``, ``topic``, ``fanout`` or ``headers``); idempotent.
+
+        Raises:
+            InvalidArgument, UnsupportedOperation (not RabbitMQ), BrokerError (it exists with
+            another type), BrokerUnavailable.
+        """
+        validate_exchange(exchange, exchange_type)
+        self._run(lambda: self.backend.declare_exchange(
+            exchange, exchange_type, durable=bool(durable), auto_delete=bool(auto_delete)
+        ))
+
+    def exchange_exists(self, exchange: str) -> bool:
+        """Whether the exchange exists. 1 round trip."""
+        validate_exchange(exchange)
+        return self._run(lambda: self.backend.exchange_exists(exchange))
+
+    def delete_exchange(self, exchange: str) -> None:
+        """Delete the exchange and its bindings. Raises ``ExchangeNotFound``."""
+        validate_exchange(exchange)
+        self._run(lambda: self.backend.delete_exchange(exchange))
+
+    def bind_queue(self, queue_name: str, exchange: str, routing_key: str | None = None) -> None:
+        """Route ``exchange``'s messages with ``routing_key`` (default: the queue's name) to the
+        queue. Raises ``QueueNotFound``, ``ExchangeNotFound``."""
+        validate_queue_name(queue_name)
+        validate_exchange(exchange)
+        key = validate_routing_key(queue_name if routing_key is None else routing_key)
+        self._run(lambda: self.backend.bind(queue_name, exchange, key))
+
     # -- publishing --------------------------------------------------------------------------------
 
     def route(self, job: Job) -> str:
         """The queue :meth:`submit` sends ``job`` to: ``routes[job.job_type]``."""
         return self.routes[JobType(_check_job(job).job_type)]
 
-    def publish(self, queue_name: str, job: Job, *, priority: int | None = None) -> str:
+    def publish(
+        self, queue_name: str, job: Job, *, priority: int | None = None,
+        exchange: str | None = None, routing_key: str | None = None,
+    ) -> str:
         """Publish ``job``; returns ``job.id``. 1 round trip (RabbitMQ: publish + confirm).
+
+        With ``exchange`` (RabbitMQ) the job goes through that exchange with ``routing_key``
+        (default: ``queue_name``, whose spec still checks the priority).
 
         Raises:
             QueueNotFound, InvalidPriority, InvalidQueueName, TypeError (not a Job),
-            JobEncodeError, BrokerUnavailable.
+            JobEncodeError, ExchangeNotFound, UnsupportedOperation (an exchange on another
+            backend), BrokerUnavailable.
         """
-        return self.publish_many(queue_name, [job], priority=priority)[0]
+        return self.publish_many(queue_name, [job], priority=priority, exchange=exchange, routing_key=routing_key)[0]
 
-    def publish_many(self, queue_name: str, jobs: Iterable[Job], *, priority: int | None = None) -> list[str]:
-        """Publish several jobs to one queue, in order, in one batch; returns their ids.
+    def publish_many(
+        self, queue_name: str, jobs: Iterable[Job], *, priority: int | None = None,
+        exchange: str | None = None, routing_key: str | None = None,
+    ) -> list[str]:
+        """Publish several jobs to one queue (or through ``exchange``, as :meth:`publish`), in
+        order, in one batch; returns their ids.
 
         Every job is validated and encoded before the first is sent, so a job that cannot be
         encoded raises :class:`JobEncodeError` and sends nothing.
         """
         validate_queue_name(queue_name)
+        if exchange is not None:
+            validate_exchange(exchange)
+            routing_key = validate_routing_key(queue_name if routing_key is None else routing_key)
         jobs = list(jobs)
         for job in jobs:
             _check_job(job)
@@ -257,7 +315,12 @@ class QueueOperations:
             del self._specs[queue_name]
             priority = self._spec(queue_name).validate_priority(priority)
         messages = [self._encode_job(queue_name, job) for job in jobs]
-        self._send(queue_name, messages, priority)
+        if exchange is None:
+            self._send(queue_name, messages, priority)
+        else:
+            self._run(lambda: self.backend.publish_to_exchange(
+                exchange, str(routing_key), messages, priority, label=queue_name
+            ))
         return [job.id for job in jobs]
 
     def _encode_job(self, queue_name: str, job: Job) -> WireMessage:

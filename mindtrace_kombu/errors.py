@@ -8,6 +8,7 @@ caller would naturally catch::
     ├── QueueArgumentsMismatch  (ValueError)       the queue exists with other arguments (a RabbitMQ
     │                                              quorum queue, x-max-length...): use it undeclared
     ├── QueueNotEmpty           (ValueError)       delete(if_empty=True) on a queue holding messages
+    ├── ExchangeNotFound        (KeyError)         binding or publishing to an exchange that does not exist
     ├── UnsupportedQueueType    (ValueError)       the backend cannot provide this queue type
     ├── InvalidPriority         (ValueError)       priority out of range, not an int, or on a non-priority queue
     ├── InvalidQueueName        (ValueError)       empty, too long, control characters, ``amq.`` prefix
@@ -18,6 +19,8 @@ caller would naturally catch::
     ├── PermissionDenied        (PermissionError)  the broker refused the user access to a queue or command
     ├── PublishRejected         (RuntimeError)     the broker refused messages (nack: a full queue with
     │                                              overflow reject-publish); those were not enqueued
+    ├── UnsupportedOperation    (NotImplementedError)  the backend has no such feature (exchanges on
+    │                                              the in-process and Redis backends)
     ├── BrokerError             (RuntimeError)     any other error the broker answered, quoted
     └── BrokerUnavailable       (ConnectionError)  no connection, or it broke; ``reason`` says why
         └── PublishNotConfirmed                    no publisher confirm within confirm_timeout; the
@@ -32,6 +35,7 @@ from typing import ClassVar
 
 __all__ = [
     "BrokerError",
+    "ExchangeNotFound",
     "BrokerUnavailable",
     "InvalidArgument",
     "InvalidPriority",
@@ -48,6 +52,7 @@ __all__ = [
     "QueueNotEmpty",
     "QueueNotFound",
     "QueueTypeMismatch",
+    "UnsupportedOperation",
     "UnsupportedQueueType",
 ]
 
@@ -213,6 +218,26 @@ class PublishRejected(JobsError, RuntimeError):
             f"the broker refused {refused} of {total} messages for {queue_name!r}: they were not "
             f"enqueued (is the queue full, with x-max-length and x-overflow=reject-publish?)"
         )
+
+
+class ExchangeNotFound(JobsError, KeyError):
+    """The exchange does not exist on the broker."""
+
+    def __init__(self, exchange: str) -> None:
+        self.exchange = exchange
+        super().__init__(f"exchange {exchange!r} does not exist: declare it first with declare_exchange({exchange!r})")
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+class UnsupportedOperation(JobsError, NotImplementedError):
+    """The backend does not have this feature."""
+
+    def __init__(self, backend: str, feature: str, alternative: str) -> None:
+        self.backend = backend
+        self.feature = feature
+        super().__init__(f"{backend} does not support {feature}; {alternative}")
 
 
 class BrokerError(JobsError, RuntimeError):

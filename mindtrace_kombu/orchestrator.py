@@ -11,11 +11,12 @@ from contextlib import AbstractContextManager
 from typing import Any, Mapping, Sequence
 
 from .celery import CeleryTaskMessages, celery_client
-from .clients import client_from_url
+from .clients import Client, LocalClient, client_from_url
 from .config import broker_settings, broker_url_from_env
 from .core import MessageBuilder, OutgoingMessage, QueueOperations, job_message
 from .dead_letters import DeadLetter, list_dead_letters, requeue_dead_letters
-from .models import Job
+from .decoding import DEFAULT_LIMITS, DecodeLimits
+from .models import Job, JobType
 from .queues import validate_queue_name
 from .worker import Handler, RetryPolicy, Worker, WorkerStats, claim
 
@@ -36,7 +37,24 @@ class Orchestrator(QueueOperations):
         connection_retries: how often an operation is retried after the broker connection
             broke, before :class:`~.errors.BrokerUnavailable` (a retried publish may deliver
             the job twice).
+        limits: size limits of received messages (:class:`~.decoding.DecodeLimits`).
     """
+
+    client: Client
+
+    def __init__(
+        self,
+        client: Client | None = None,
+        *,
+        routes: Mapping[JobType | str, str] | None = None,
+        connection_retries: int = 2,
+        message_builder: MessageBuilder | None = None,
+        limits: DecodeLimits = DEFAULT_LIMITS,
+    ) -> None:
+        super().__init__(
+            LocalClient() if client is None else client, routes=routes, connection_retries=connection_retries,
+            message_builder=message_builder, limits=limits,
+        )
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> Orchestrator:

@@ -56,7 +56,7 @@ _unreachable: dict[str, str | None] = {}  # backend -> why it cannot be used, pr
 
 def _probe(client: Client) -> str | None:
     try:
-        with client.connection() as connection:
+        with client.kombu_connection() as connection:
             connection.ensure_connection(max_retries=1)
             connection.default_channel  # noqa: B018 - opening a channel proves the broker answers
     except Exception as exc:  # noqa: BLE001

@@ -162,7 +162,7 @@ def test_heartbeat_and_confirm_timeout_from_arguments_or_the_url() -> None:
             bad()
     # the broker (60 s by default) agrees to the client's interval, or to none
     for client, negotiated in ((from_url, 7), (off, 0)):
-        with client.connection() as connection:
+        with client.kombu_connection() as connection:
             connection.connect()
             assert connection.connection.heartbeat == negotiated
 
@@ -230,7 +230,7 @@ def test_a_kombu_batch_waits_for_confirms_at_most_its_confirm_timeout(proxy: Pro
     # Given a Kombu producer on this package's transport, through the proxy
     name = unique("batch")
     direct.declare_queue(name)
-    connection = RabbitMQClient(url=proxy.url(), heartbeat=0).connection()
+    connection = RabbitMQClient(url=proxy.url(), heartbeat=0).kombu_connection()
     try:
         producer = kombu.Producer(connection.default_channel, serializer="json")
         with producer.batch():

@@ -63,10 +63,10 @@ def test_kombu_url_maps_to_its_client(url: str, client_class: type, backend: Bac
 
 def test_redis_urls_connect_through_the_exact_order_transports() -> None:
     # Given Redis and Sentinel clients, When they make connections
-    redis_connection = client_from_url("rediss://localhost:6380/0").connection()
+    redis_connection = client_from_url("rediss://localhost:6380/0").kombu_connection()
     sentinel_connection = client_from_url(
         "sentinel://s1:26379;sentinel://s2:26379/0", transport_options={"master_name": "jobs"}
-    ).connection()
+    ).kombu_connection()
     # Expect this package's transports, TLS for rediss, and the sentinels as alternates
     assert redis_connection.transport_cls is redis_transport.Transport
     assert redis_connection.ssl

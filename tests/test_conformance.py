@@ -442,7 +442,7 @@ def test_a_kombu_publish_above_max_priority_counts_as_max(client: Client, orches
     priorities 9, 5 and 4, then 9 is served as 5 (in publish order with the other 5), as RabbitMQ
     does, on every backend."""
     orchestrator.declare_queue(queue_name, max_priority=5)
-    with client.connection() as connection:
+    with client.kombu_connection() as connection:
         producer = kombu.Producer(connection, serializer=SERIALIZER, auto_declare=False)
         for value, priority in [(1, 9), (2, 5), (3, 4)]:
             producer.publish(make_job(value), exchange="", routing_key=queue_name, priority=priority)

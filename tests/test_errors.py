@@ -15,6 +15,7 @@ from kombu.transport import pyamqp
 from mindtrace_kombu import (
     BrokerError,
     BrokerUnavailable,
+    ExchangeNotFound,
     InvalidPriority,
     InvalidQueueName,
     Job,
@@ -35,6 +36,7 @@ from mindtrace_kombu import (
     QueueTypeMismatch,
     RabbitMQClient,
     RedisClient,
+    UnsupportedOperation,
     UnsupportedQueueType,
     client_from_url,
 )
@@ -79,6 +81,8 @@ def assert_no_secret(*texts: object) -> None:
         (InvalidQueueName, ValueError),
         (JobDecodeError, ValueError),
         (BrokerUnavailable, ConnectionError),
+        (ExchangeNotFound, KeyError),
+        (UnsupportedOperation, NotImplementedError),
         (QueueArgumentsMismatch, ValueError),
         (MessageTooLarge, ValueError),
         (PermissionDenied, PermissionError),
@@ -255,10 +259,10 @@ def test_client_repr_and_url_mask_the_password(client: Client) -> None:
 
 @pytest.mark.parametrize("password", ["p@ss:w/rd", "a#b?c%d", "plain"])
 def test_passwords_with_url_characters_reach_the_broker_unchanged(password: str) -> None:
-    redis_connection = RedisClient(host="h1", port=7000, password=password, username="u/1").connection()
+    redis_connection = RedisClient(host="h1", port=7000, password=password, username="u/1").kombu_connection()
     assert (redis_connection.hostname, redis_connection.port, redis_connection.password) == ("h1", 7000, password)
     assert redis_connection.userid == "u/1"
-    amqp_connection = RabbitMQClient(host="h2", port=5673, username="u@x", password=password).connection()
+    amqp_connection = RabbitMQClient(host="h2", port=5673, username="u@x", password=password).kombu_connection()
     assert (amqp_connection.hostname, amqp_connection.port) == ("h2", 5673)
     assert (amqp_connection.userid, amqp_connection.password, amqp_connection.virtual_host) == ("u@x", password, "/")
     assert password not in repr(RedisClient(password=password))
@@ -311,7 +315,7 @@ def test_memory_url_gives_a_local_client_scoped_by_path() -> None:
 def test_redis_urls_give_a_redis_client_on_the_exact_order_transport(url: str, ssl: bool) -> None:
     client = client_from_url(url, connect_timeout=2)
     assert type(client) is RedisClient and client.connect_timeout == 2
-    connection = client.connection()
+    connection = client.kombu_connection()
     assert connection.transport_cls is redis_transport.Transport
     assert bool(connection.ssl) is ssl
 
@@ -323,7 +327,7 @@ def test_redis_urls_give_a_redis_client_on_the_exact_order_transport(url: str, s
 def test_amqp_urls_give_a_rabbitmq_client_on_py_amqp(url: str, ssl: bool) -> None:
     client = client_from_url(url)
     assert type(client) is RabbitMQClient
-    connection = client.connection()
+    connection = client.kombu_connection()
     assert issubclass(connection.transport_cls, pyamqp.Transport)  # py-amqp, through Kombu's transport
     assert bool(connection.ssl) is ssl
     assert connection.transport_options["confirm_publish"] is True

@@ -64,6 +64,20 @@ EXPECTED: dict[str, tuple[str, list[str], list[str]]] = {
             "claimed: None",
         ],
     ),
+    "original_clients.py": (
+        "local",
+        [],
+        [
+            "{'status': 'success', 'message': \"Queue 'images' declared successfully.\"}",
+            "count: 2",
+            "first: poster 4000",
+            "orchestrator sees: 1",
+            "success",
+            "exchanges: the in-process backend does not support exchanges; publish to queues by name, "
+            "or use RabbitMQ for exchange routing",
+            "Deleted queue 'images'.",
+        ],
+    ),
     "complete_example.py": (
         "redis",
         ["data_processing_queue"],

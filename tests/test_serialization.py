@@ -261,7 +261,7 @@ def test_pickle_body_on_a_queue_is_dead_lettered_not_unpickled(tmp_path: Path) -
     orchestrator = Orchestrator(client)
     queue = unique()
     orchestrator.declare_queue(queue)
-    with client.connection() as connection:  # a plain Kombu producer, as a foreign app would send
+    with client.kombu_connection() as connection:  # a plain Kombu producer, as a foreign app would send
         Producer(connection.default_channel).publish(
             pickle.dumps(_Exploit(marker)), exchange="", routing_key=queue,
             content_type=PICKLE_CONTENT_TYPE, content_encoding="binary",

@@ -45,8 +45,8 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import suppress
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -54,7 +54,7 @@ from urllib.parse import quote
 import amqp.exceptions
 import kombu
 
-from ..errors import BrokerUnavailable, JobsError, QueueNotEmpty, QueueNotFound, QueueTypeMismatch
+from ..errors import BrokerUnavailable, ExchangeNotFound, JobsError, QueueNotEmpty, QueueNotFound, QueueTypeMismatch
 from ..queues import DEFAULT_MAX_PRIORITY, MAX_PRIORITY_LIMIT, QueueSpec, QueueType
 from ..transport.amqp import SessionChannel, delivery, probe_queue_spec, read_pending, settle
 from .base import Delivery, Settlement, WireMessage
@@ -70,6 +70,19 @@ _Session = KombuSession[SessionChannel]
 _MANAGEMENT_RETRY = 60.0  # seconds before a management API that did not answer is asked again
 #: Probed first: a wave of 3 channels costs the broker ~1 ms, all 256 candidates ~75 ms
 _LIKELY_PRIORITIES = (DEFAULT_MAX_PRIORITY, MAX_PRIORITY_LIMIT)
+
+
+@contextmanager
+def _exchange_not_found(exchange: str, *, unless_returned: bool = False) -> Iterator[None]:
+    """The 404 of an operation on ``exchange`` as :class:`ExchangeNotFound` (a publish's 312
+    return, no queue bound for its key, stays ``QueueNotFound`` with ``unless_returned``)."""
+    try:
+        yield
+    except QueueNotFound as exc:
+        cause = exc.__cause__
+        if unless_returned and isinstance(cause, amqp.exceptions.AMQPError) and cause.reply_code == 312:
+            raise
+        raise ExchangeNotFound(exchange) from cause
 
 
 class AmqpBackend:
@@ -213,6 +226,42 @@ class AmqpBackend:
             self._run(queue, lambda session: session.channel.publish(
                 queue, messages, priority, confirm_timeout=self._confirm_timeout
             ))
+
+    # -- exchanges -------------------------------------------------------------------------------
+
+    def declare_exchange(self, name: str, exchange_type: str, *, durable: bool, auto_delete: bool) -> None:
+        self._run(name, lambda session: session.channel.raw.exchange_declare(
+            name, exchange_type, durable=durable, auto_delete=auto_delete
+        ))
+
+    def exchange_exists(self, name: str) -> bool:
+        try:
+            self._run(name, lambda session: session.channel.raw.exchange_declare(name, "direct", passive=True))
+        except QueueNotFound:  # the table's name for any 404
+            return False
+        return True
+
+    def delete_exchange(self, name: str) -> None:
+        def delete(session: _Session) -> None:
+            session.channel.raw.exchange_declare(name, "direct", passive=True)  # exchange.delete never 404s
+            session.channel.raw.exchange_delete(name)
+
+        with _exchange_not_found(name):
+            self._run(name, delete)
+
+    def bind(self, queue: str, exchange: str, routing_key: str) -> None:
+        self.count(queue)  # QueueNotFound for the queue: after this, a 404 is the exchange's
+        with _exchange_not_found(exchange):
+            self._run(queue, lambda session: session.channel.raw.queue_bind(queue, exchange, routing_key))
+
+    def publish_to_exchange(
+        self, exchange: str, routing_key: str, messages: Sequence[WireMessage], priority: int | None, *, label: str
+    ) -> None:
+        if messages:
+            with _exchange_not_found(exchange, unless_returned=True):
+                self._run(label, lambda session: session.channel.publish(
+                    routing_key, messages, priority, confirm_timeout=self._confirm_timeout, exchange=exchange
+                ))
 
     def get(self, queue: str, *, ack: bool) -> Delivery | None:
         """``basic.get``. With ``ack``, the message stays unacknowledged on its session, which

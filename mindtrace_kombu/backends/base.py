@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
+from ..errors import UnsupportedOperation
 from ..queues import QueueSpec
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "Delivery",
     "Settlement",
     "WireMessage",
+    "WithoutExchanges",
 ]
 
 #: Content type given to raw broker data that is not a Kombu message; no consumer accepts it, so
@@ -123,6 +125,35 @@ class Delivery:
         self._settle(self, how)
 
 
+class WithoutExchanges:
+    """The exchange methods of a backend that has no exchanges: each raises
+    :class:`~mindtrace_kombu.errors.UnsupportedOperation`."""
+
+    backend_name = "this backend"
+
+    def _unsupported(self) -> UnsupportedOperation:
+        return UnsupportedOperation(
+            self.backend_name, "exchanges", "publish to queues by name, or use RabbitMQ for exchange routing"
+        )
+
+    def declare_exchange(self, name: str, exchange_type: str, *, durable: bool, auto_delete: bool) -> None:
+        raise self._unsupported()
+
+    def exchange_exists(self, name: str) -> bool:
+        raise self._unsupported()
+
+    def delete_exchange(self, name: str) -> None:
+        raise self._unsupported()
+
+    def bind(self, queue: str, exchange: str, routing_key: str) -> None:
+        raise self._unsupported()
+
+    def publish_to_exchange(
+        self, exchange: str, routing_key: str, messages: Sequence[WireMessage], priority: int | None, *, label: str
+    ) -> None:
+        raise self._unsupported()
+
+
 class Consumer(Protocol):
     """Deliveries of some queues, pushed or popped by the backend, with acknowledgements."""
 
@@ -174,6 +205,27 @@ class Backend(Protocol):
 
     def unacked_counts(self) -> dict[str, int] | None:
         """Deliveries in flight per queue, or None where the broker cannot tell."""
+
+    # -- exchanges (RabbitMQ; the other backends are :class:`WithoutExchanges`) -----------------
+
+    def declare_exchange(self, name: str, exchange_type: str, *, durable: bool, auto_delete: bool) -> None:
+        """Create the exchange unless it exists."""
+
+    def exchange_exists(self, name: str) -> bool:
+        """Whether the exchange exists."""
+
+    def delete_exchange(self, name: str) -> None:
+        """Delete the exchange (and its bindings). Raises ``ExchangeNotFound``."""
+
+    def bind(self, queue: str, exchange: str, routing_key: str) -> None:
+        """Route ``exchange``'s messages with ``routing_key`` to ``queue``. Raises
+        ``QueueNotFound``, ``ExchangeNotFound``."""
+
+    def publish_to_exchange(
+        self, exchange: str, routing_key: str, messages: Sequence[WireMessage], priority: int | None, *, label: str
+    ) -> None:
+        """Like :meth:`publish`, through ``exchange``; a message no queue is bound for raises
+        ``QueueNotFound(label)``."""
 
     def close(self) -> None:
         """Release every connection; deliveries not settled go back to their queues."""

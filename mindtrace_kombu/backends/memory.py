@@ -29,7 +29,7 @@ from typing import Callable, Iterable, Sequence
 
 from ..errors import QueueNotEmpty, QueueNotFound
 from ..queues import QueueSpec, QueueType
-from .base import Consumer, Delivery, Settlement, WireMessage
+from .base import Consumer, Delivery, Settlement, WireMessage, WithoutExchanges
 
 __all__ = ["Broker", "MemoryBackend", "Stored", "broker_for"]
 
@@ -264,9 +264,11 @@ class _MemoryConsumer:
         self._backend._forget(self)
 
 
-class MemoryBackend:
+class MemoryBackend(WithoutExchanges):
     """The :class:`~.base.Backend` of the in-process broker ``broker_id``: backends (and
     ``mindtrace-memory`` Kombu connections) with the same id share queues and messages."""
+
+    backend_name = "the in-process backend"
 
     def __init__(self, broker_id: str) -> None:
         self.broker_id = broker_id

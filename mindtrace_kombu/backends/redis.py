@@ -24,7 +24,7 @@ from typing import Any, Iterable, Sequence
 from ..errors import QueueNotFound
 from ..queues import QueueSpec
 from ..redis_store import Lease, RedisStore, Stored
-from .base import Delivery, Settlement, WireMessage
+from .base import Delivery, Settlement, WireMessage, WithoutExchanges
 from .errors import translate_errors
 from .wire import decode_payload, delivery_tag, encode_payload
 
@@ -41,13 +41,15 @@ def _delivery(stored: Stored, settle: Any) -> Delivery:
     return Delivery(stored.queue, message, priority=priority, redelivered=stored.redelivered, tag=stored.member, settle=settle)
 
 
-class RedisBackend:
+class RedisBackend(WithoutExchanges):
     """A :class:`~.base.Backend` on one Redis namespace.
 
     Args:
         store: the store (its redis-py client pools connections for every thread).
         url: the broker URL with the password masked, for errors.
     """
+
+    backend_name = "the Redis backend"
 
     def __init__(self, store: RedisStore, *, url: str) -> None:
         self.store = store

@@ -221,9 +221,9 @@ class SessionChannel:
 
     def publish(
         self, routing_key: str, messages: Sequence[WireMessage], priority: int | None,
-        confirm_timeout: float | None = None,
+        confirm_timeout: float | None = None, exchange: str = "",
     ) -> None:
-        """Publish ``messages`` in order to the default exchange, persistent and mandatory,
+        """Publish ``messages`` in order through ``exchange`` ("": the default exchange), persistent and mandatory,
         then wait once until the broker confirmed all of them (1 round trip; +1 for
         ``confirm.select`` on a new channel). Raises the broker's ``basic.return`` (312
         NO_ROUTE: no such queue), :class:`MessagesNacked`, or after ``confirm_timeout``
@@ -237,7 +237,7 @@ class SessionChannel:
         tags = set()
         for message in messages:
             raw._basic_publish(
-                _amqp_message(message, priority), exchange="", routing_key=routing_key, mandatory=True
+                _amqp_message(message, priority), exchange=exchange, routing_key=routing_key, mandatory=True
             )
             tags.add(self._confirms.sent())
         refused = self._confirms.wait(raw, tags, confirm_timeout)
