@@ -171,7 +171,7 @@ def _kombu_url(s: Settings, backend: str) -> str:
 def _own_exchange_queue(name: str) -> Queue:
     """A durable queue bound to a direct exchange of its own name, as Celery declares it.
 
-    The binding lets the virtual transports (memory, redis) delete the queue (DESIGN.md section 9).
+    The binding lets the virtual transports (memory, redis) delete the queue.
     """
     return Queue(name, Exchange(name, "direct", durable=True), routing_key=name, durable=True)
 

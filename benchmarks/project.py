@@ -1,4 +1,4 @@
-"""The project's scenarios, written against the Orchestrator API of DESIGN.md section 3.
+"""The project's scenarios, written against the Orchestrator API of the README.
 
 Importing this module imports ``mindtrace_kombu``; ``benchmarks.__main__`` reports the project rows
 as unavailable when that fails. Jobs are built before the clock starts, as the baselines' bodies
@@ -94,7 +94,7 @@ def _receive(orchestrator: Orchestrator, queue: str) -> Job:
 
 
 def _expect_count(orchestrator: Orchestrator, queue: str, expected: int) -> None:
-    """Check ``count_queue_messages``, which DESIGN.md makes exact right after publish returns."""
+    """Check ``count_queue_messages``, which the README makes exact right after publish returns."""
     count = orchestrator.count_queue_messages(queue)
     if count != expected:
         raise RuntimeError(f"queue {queue!r} holds {count} jobs, expected {expected}")
@@ -146,7 +146,7 @@ def _publish_receive(
 def priority_cost(s: Settings, backend: str) -> list[Result]:
     """Cost of publish+receive on a priority queue with a small and then a large backlog.
 
-    DESIGN.md section 8 bounds the growth at O(log n), so the large/small cost ratio should stay small.
+    The Redis store's scores bound the growth at O(log n) (docs/architecture.md), so the large/small cost ratio should stay small.
     """
     declared = _declared(s, backend, "priority", "priority", MAX_PRIORITY)
     with declared as (orchestrator, queue):

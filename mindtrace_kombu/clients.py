@@ -257,6 +257,7 @@ def client_from_url(url: str, **kwargs: Any) -> Client:
     ``redis+socket://``, ``sentinel://``, ``amqp://``, ``pyamqp://``, ``amqps://`` (and this
     package's ``mindtrace-memory://`` / ``mindtrace-redis://`` aliases)."""
     scheme = urlsplit(url).scheme.lower()
+    _check_url(url, scheme)
     if scheme in ("memory", "mindtrace-memory"):
         return LocalClient(broker_id=urlsplit(url).path.strip("/") or "default", **kwargs)
     if scheme in ("redis", "rediss", "redis+socket", "mindtrace-redis"):
@@ -269,6 +270,20 @@ def client_from_url(url: str, **kwargs: Any) -> Client:
         f"unsupported broker URL scheme {scheme!r} in {maybe_sanitize_url(url)}: use memory://, "
         f"redis://, rediss://, sentinel://, amqp://, pyamqp:// or amqps://"
     )
+
+
+def _check_url(url: str, scheme: str) -> None:
+    """Refuse a malformed port, or a Redis database that is not a number, with the fix."""
+    for one in url.split(";"):
+        parts = urlsplit(one.strip())
+        shown = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()  # no credentials
+        try:
+            parts.port  # noqa: B018 - parsing it raises for "host:abc"
+        except ValueError:
+            raise InvalidArgument("broker URL", shown, "the port must be a number from 0 to 65535") from None
+        database = parts.path.strip("/")
+        if scheme in ("redis", "rediss", "mindtrace-redis", "sentinel") and database and not database.isdigit():
+            raise InvalidArgument("broker URL", shown, "a Redis URL's path is the database number, e.g. /0")
 
 
 def _split_query(url: str, names: tuple[str, ...]) -> tuple[str, dict[str, Any]]:

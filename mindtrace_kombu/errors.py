@@ -266,6 +266,7 @@ class BrokerUnavailable(JobsError, ConnectionError):
         "heartbeat": "the connection went silent (heartbeats missed): check the network (a worker reconnects)",
         "closed": "the broker or the network closed the connection: check the broker's log",
         "read-only": "the server is a read-only replica (after a failover?): point the client at the master",
+        "database": "the server has no such database: use a number below its 'databases' setting (16 by default)",
         "error": "check that it is running and reachable, or raise connect_timeout",
     }
 

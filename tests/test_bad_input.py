@@ -131,9 +131,13 @@ def test_every_call_taking_a_queue_refuses_a_bad_name(orchestrator: Orchestrator
         lambda: Orchestrator.from_url("redis://127.0.0.1:6379/0?lease_timeout=soon"),
         lambda: Orchestrator(LocalClient(), connection_retries=-1),
         lambda: Orchestrator(LocalClient(), limits=DecodeLimits(max_decompressed_bytes=0)),
+        lambda: Orchestrator.from_url("redis://127.0.0.1:63x9/0"),
+        lambda: Orchestrator.from_url("amqp://guest:guest@127.0.0.1:port//"),
+        lambda: Orchestrator.from_url("redis://127.0.0.1:6379/zero"),
     ],
     ids=["redis connect nan", "amqp connect negative", "local connect inf", "heartbeat negative",
-         "confirm_timeout nan", "lease 0", "lease text", "retries negative", "decompressed limit 0"],
+         "confirm_timeout nan", "lease 0", "lease text", "retries negative", "decompressed limit 0",
+         "redis port", "amqp port", "redis database"],
 )
 def test_bad_client_and_orchestrator_options_raise_invalid_argument(make: Callable[[], object]) -> None:
     with pytest.raises(InvalidArgument):

@@ -482,3 +482,27 @@ def test_queues_shows_jobs_in_flight_on_redis() -> None:
             assert ready(broker, queue)["unacked"] == 0
         finally:
             orchestrator.delete_queue(queue)
+
+
+def test_hints_name_the_flags_not_the_python_arguments(queue: str, broker: str) -> None:
+    ok("declare", queue, broker=broker)
+    mismatch = run("declare", queue, "--type", "priority", broker=broker)
+    assert mismatch.returncode == 5 and "pass --force" in mismatch.stderr
+    on_fifo = run("publish", queue, "-n", "x", "--priority", "3", broker=broker)
+    assert on_fifo.returncode == 5 and "declare it with --type priority" in on_fifo.stderr
+    for result in (mismatch, on_fifo):
+        assert "force=True" not in result.stderr and "queue_type=" not in result.stderr
+
+
+def test_url_mistakes_get_their_own_line_with_the_fix() -> None:
+    make_client("redis")
+    base = REDIS_URL.rsplit("/", 1)[0]
+    no_such_db, bad_port, bad_db = (
+        run("queues", broker=f"{base}/999"),
+        run("queues", broker="redis://localhost:63x9/0"),
+        run("queues", broker=f"{base}/zero"),
+    )
+    assert no_such_db.returncode == 4 and "unavailable (database)" in no_such_db.stderr
+    assert "below its 'databases' setting" in no_such_db.stderr
+    assert bad_port.returncode == 2 and "the port must be a number" in bad_port.stderr
+    assert bad_db.returncode == 2 and "path is the database number" in bad_db.stderr

@@ -1,4 +1,4 @@
-"""The conformance suite: every semantic of DESIGN.md §3 on every backend.
+"""The conformance suite: every semantic of the README's API on every backend.
 
 A backend that cannot do something raises the documented error, and a test asserts that.
 """

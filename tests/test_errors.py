@@ -1,4 +1,4 @@
-"""Unit tests of the error tree (DESIGN.md §6), password masking and ``client_from_url``.
+"""Unit tests of the error tree (the README's "Errors"), password masking and ``client_from_url``.
 
 Errors are produced by the real parts: an in-process broker, and clients pointed at a port
 nothing listens on (bad input must be refused before that broker is ever tried).

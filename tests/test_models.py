@@ -1,4 +1,4 @@
-"""Unit tests of the job models (DESIGN.md §2): defaults, enum values, the payload registry."""
+"""Unit tests of the job models: defaults, enum values, the payload registry."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Unit tests of the Kombu serializer for jobs (DESIGN.md §4, issue 2 "Serialization").
+"""Unit tests of the Kombu serializer for jobs (docs/architecture.md, "The serializer").
 
 Real parts only: the registered serializer, Kombu's own ``dumps``/``loads`` with ``accept=``
 lists, the installed package metadata, and subprocesses that have not imported a payload class.

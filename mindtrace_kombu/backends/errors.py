@@ -17,6 +17,7 @@ in the chain, a reason (first match):              ``BrokerUnavailable(reason=..
   ``AuthenticationError``/``AuthorizationError``
   AMQP 530 on ``connection.open``                    ``vhost``
   redis-py ``ReadOnlyError`` (a replica)             ``read-only``
+  redis-py "DB index is out of range"                ``database``
   py-amqp "Too many heartbeats missed"               ``heartbeat``
   ``ConnectionRefusedError``                         ``refused``
   ``socket.gaierror``                                ``dns``
@@ -140,6 +141,8 @@ def _reason(exc: BaseException) -> str | None:
         return "vhost"
     if isinstance(exc, redis.exceptions.ReadOnlyError):
         return "read-only"
+    if isinstance(exc, redis.exceptions.ResponseError) and "DB index is out of range" in str(exc):
+        return "database"
     if isinstance(exc, amqp.exceptions.ConnectionForced) and "heartbeat" in str(exc):
         return "heartbeat"
     if isinstance(exc, ConnectionRefusedError):

@@ -180,11 +180,12 @@ _INVALID_INPUT = (
     QueueTypeMismatch,
     UnsupportedQueueType,
 )
-#: The library's hints that name a Python argument, in the form the command line takes.
+#: The library's hints that name a Python argument (a pattern), in the form the command line takes.
 _AS_FLAGS = {
-    "raise connect_timeout": "raise --connect-timeout",
-    "raise confirm_timeout": "add ?confirm_timeout=SECONDS to the broker URL",
-    "pass force=True": "pass --force",
+    r"raise connect_timeout": "raise --connect-timeout",
+    r"raise confirm_timeout": "add ?confirm_timeout=SECONDS to the broker URL",
+    r"pass force=True": "pass --force",
+    r"queue_type='(\w+)'": r"--type \1",
 }
 
 
@@ -198,7 +199,7 @@ def _cli_error(exc: JobsError) -> CliError:
         )
     message = " ".join(str(exc).split())  # one line, whatever the broker's text holds
     for python, flag in _AS_FLAGS.items():
-        message = message.replace(python, flag)
+        message = re.sub(python, flag, message)
     if isinstance(exc, BrokerUnavailable):  # "... is unavailable (<reason>): ..."
         return BrokerDownError(message)
     if isinstance(exc, _INVALID_INPUT):
