@@ -7,6 +7,7 @@ Unreachable brokers skip their tests with a reason, unless ``MINDTRACE_REQUIRE_B
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from typing import Iterator
 
@@ -62,6 +63,17 @@ def _probe(client: Client) -> str | None:
     except Exception as exc:  # noqa: BLE001
         return f"the broker at {client.url} is unreachable: {exc}"
     return None
+
+
+def require_tools(*names: str) -> None:
+    """Skip (or fail under MINDTRACE_REQUIRE_BROKERS=1) unless every command is on PATH: brokers
+    in containers leave ``redis-server`` or ``rabbitmqctl`` off the test machine."""
+    missing = [name for name in names if shutil.which(name) is None]
+    if missing:
+        reason = f"{', '.join(missing)} not on PATH"
+        if REQUIRE_BROKERS:
+            pytest.fail(reason)
+        pytest.skip(reason)
 
 
 def make_client(backend: str) -> Client:

@@ -196,12 +196,11 @@ def sentinel_url(tmp_path: pytest.TempPathFactory) -> Iterator[str]:
     import time
     from urllib.parse import urlsplit
 
-    from tests.conftest import REDIS_URL, make_client
+    from tests.conftest import REDIS_URL, make_client, require_tools
 
     make_client("redis")
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.skip("redis-server is not installed: no Sentinel to test against")
+    require_tools("redis-server")
+    server = str(shutil.which("redis-server"))
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

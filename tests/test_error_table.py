@@ -38,7 +38,7 @@ from mindtrace_kombu.backends.base import WireMessage
 from mindtrace_kombu.backends.errors import broker_error, translate_errors
 from mindtrace_kombu.queues import QueueSpec, QueueType
 
-from .conftest import AMQP_URL, make_client, make_job, unique
+from .conftest import AMQP_URL, make_client, make_job, require_tools, unique
 from .test_cli import run_all
 
 pytestmark = pytest.mark.timeout(120)
@@ -268,8 +268,7 @@ class RedisServer:
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[Any]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
+    require_tools("redis-server")
     servers: list[RedisServer] = []
 
     def start(*arguments: str) -> RedisServer:

@@ -24,7 +24,7 @@ from mindtrace_kombu import Orchestrator, Worker
 from mindtrace_kombu.backends.redis import RedisBackend
 from mindtrace_kombu.clients import RedisClient
 
-from .conftest import AMQP_URL, make_client, make_job, unique
+from .conftest import AMQP_URL, make_client, make_job, require_tools, unique
 
 pytestmark = pytest.mark.timeout(180)
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,8 +124,7 @@ def free_port() -> int:
 @pytest.fixture
 def own_redis() -> Iterator[tuple[str, callable]]:  # type: ignore[valid-type]
     """A private redis-server with an fsync-always append-only file, and a function restarting it."""
-    if shutil.which("redis-server") is None:
-        pytest.fail("redis-server is not installed")
+    require_tools("redis-server")
     port, directory = free_port(), tempfile.mkdtemp(prefix="mindtrace-redis-")
     command = [
         "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", directory, "--save", "",
@@ -190,9 +189,8 @@ def _worker_amqp_connections(pid: int) -> list[str]:
 
 
 def test_rabbitmq_forced_close_resumes_consumption(tmp_path: Path) -> None:
-    if shutil.which("ss") is None or shutil.which("rabbitmqctl") is None:
-        pytest.fail("ss and rabbitmqctl are needed to force-close a connection")
     client = make_client("rabbitmq")
+    require_tools("ss", "rabbitmqctl")  # to find and force-close the worker's connection
     orchestrator = Orchestrator(client)
     queue = unique("forced")
     orchestrator.declare_queue(queue)
