@@ -5,9 +5,12 @@ from __future__ import annotations
 import importlib
 import logging
 import re
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -216,7 +219,8 @@ class JobsGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with _signals_exit():
+                return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except JobsError as exc:
@@ -230,6 +234,29 @@ class JobsGroup(click.Group):
                 else " (run with --log-level debug for the traceback)"
             )
             raise CliError(f"unexpected {type(exc).__name__}: {exc}{hint}") from None
+
+
+#: Signals that end a command as Ctrl-C does: cleanups run (``dlq list`` gives the dead letters
+#: back, ``bench`` deletes its scratch queue). The worker installs warm/cold handlers of its own.
+_ENDING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+@contextmanager
+def _signals_exit() -> Iterator[None]:
+    """While a command runs, SIGTERM and SIGHUP raise ``SystemExit(128 + signal)`` in it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def exit_now(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = {sig: signal.signal(sig, exit_now) for sig in _ENDING_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _log_traceback() -> None:
