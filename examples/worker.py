@@ -24,16 +24,17 @@ def resize(job: Job) -> ResizeOutput:
     return ResizeOutput(path=f"/tmp/{job.payload.input.image}-{job.payload.input.width}.png")
 
 
+QUEUE = "resize_jobs" + os.environ.get("MINDTRACE_EXAMPLE_SUFFIX", "")  # unique on a shared broker
 orchestrator = Orchestrator.from_url(os.environ.get("MINDTRACE_BROKER_URL", "memory://"))
-orchestrator.declare_queue("resize_jobs")
+orchestrator.declare_queue(QUEUE)
 for image, width in [("cat", 64), ("dog", 128), ("broken", 0)]:
     job = Job(name="resize", payload=JobSchema(name="resize", input=ResizeInput(image=image, width=width)))
-    orchestrator.publish("resize_jobs", job)
+    orchestrator.publish(QUEUE, job)
 
 # Burst mode: process until the queue is empty; a long-running worker calls .consume() without
 # until_empty and stops on SIGINT/SIGTERM after finishing the job in hand.
 stats = orchestrator.consume(
-    "resize_jobs",
+    QUEUE,
     resize,
     until_empty=True,
     max_retries=2,
@@ -42,12 +43,11 @@ stats = orchestrator.consume(
 )
 print(f"completed={stats.completed} retried={stats.retried} dead-lettered={stats.dead_lettered}")
 
-for letter in orchestrator.dead_letters("resize_jobs"):
+for letter in orchestrator.dead_letters(QUEUE):
     print(f"dead letter: {letter.job.payload.input.image} after {letter.attempts} attempts: {letter.reason}")
 
-with orchestrator.claim("resize_jobs", timeout=0.1) as job:  # one job, acknowledged on success
+with orchestrator.claim(QUEUE, timeout=0.1) as job:  # one job, acknowledged on success
     print(f"claimed: {job}")
 
-orchestrator.clean_queue("resize_jobs.dlq")
-orchestrator.delete_queue("resize_jobs.dlq")
-orchestrator.delete_queue("resize_jobs")
+orchestrator.delete_queue(f"{QUEUE}.dlq")
+orchestrator.delete_queue(QUEUE)
