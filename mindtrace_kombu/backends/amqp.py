@@ -24,6 +24,9 @@ get               1 ``basic.get``; settling costs no wait (``basic.ack``/``rejec
 consumer          on its own connection: ``basic.qos`` + one ``basic.consume`` per queue
 fetch             none: deliveries are pushed; it waits on the socket without polling
 unacked_counts    management API: 1 HTTP GET; else None (AMQP does not report them)
+declare_exchange  1 ``exchange.declare``; ``exchange_exists`` 1 passive one
+bind              2: passive ``queue.declare`` (a 404 after it is the exchange's), ``queue.bind``
+delete_exchange   2: passive ``exchange.declare`` (``exchange.delete`` never answers 404), delete
 ================  ==============================================================================
 
 Heartbeats (the connections' negotiated interval, 0: off): sessions nobody uses are kept alive
