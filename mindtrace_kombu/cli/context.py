@@ -218,15 +218,18 @@ class JobsGroup(click.Group):
         return list(self.commands)
 
     def invoke(self, ctx: click.Context) -> Any:
+        received: list[int] = []
         try:
-            with _signals_exit():
+            with _signals_exit(received):
                 return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except JobsError as exc:
+            _exit_if_signalled(received)
             _log_traceback()
             raise _cli_error(exc) from None
         except Exception as exc:  # noqa: BLE001 - anything else is still one line, not a traceback
+            _exit_if_signalled(received)
             _log_traceback()
             hint = (
                 ""
@@ -242,13 +245,16 @@ _ENDING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 @contextmanager
-def _signals_exit() -> Iterator[None]:
-    """While a command runs, SIGTERM and SIGHUP raise ``SystemExit(128 + signal)`` in it."""
+def _signals_exit(received: list[int]) -> Iterator[None]:
+    """While a command runs, SIGTERM and SIGHUP raise ``SystemExit(128 + signal)`` in it; each
+    signal is also appended to ``received``, for an exit code that a library's ``except`` turned
+    into another error (pydantic's serializer does) cannot hide."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def exit_now(signum: int, frame: object) -> None:
+        received.append(signum)
         raise SystemExit(128 + signum)
 
     previous = {sig: signal.signal(sig, exit_now) for sig in _ENDING_SIGNALS}
@@ -257,6 +263,13 @@ def _signals_exit() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _exit_if_signalled(received: list[int]) -> None:
+    """A signal ended the command, and a library turned its ``SystemExit`` into another error
+    (pydantic's serializer does): exit as the signal asked."""
+    if received:
+        raise SystemExit(128 + received[0]) from None
 
 
 def _log_traceback() -> None:
