@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 import tempfile
-from functools import partial
 from pathlib import Path
 
 from benchmarks.harness import Result, Scenario, Settings, Skipped, time_each

@@ -107,6 +107,7 @@ def inject(orchestrator: Orchestrator, backend: str, queue_name: str) -> Iterato
         connection = amqp.Connection("127.0.0.1:5672", userid="guest", password="guest")
         connection.connect()
         channel = connection.channel()
+        channel.confirm_select()  # each publish returns once the broker holds the message
 
         def put(poison: Poison) -> None:
             message = amqp.Message(
@@ -190,10 +191,10 @@ def test_receive_message_raises_for_every_poison_and_loses_none(
 
     for poison in poisons:
         with pytest.raises(JobDecodeError) as caught:
-            orchestrator.receive_message(queue_name)
+            orchestrator.receive_message(queue_name, timeout=10)
         assert re.search(poison.reason, caught.value.reason), (poison.name, caught.value.reason)
         assert caught.value.dead_letter_queue == f"{queue_name}.dlq"
-    job = orchestrator.receive_message(queue_name)
+    job = orchestrator.receive_message(queue_name, timeout=10)
     assert job is not None and job.payload.input.value == 7
 
     assert orchestrator.count_queue_messages(queue_name) == 0
@@ -202,7 +203,7 @@ def test_receive_message_raises_for_every_poison_and_loses_none(
 
 def test_claim_dead_letters_a_poison(orchestrator: Orchestrator, backend: str, queue_name: str, inject: Inject) -> None:
     inject(MESSAGE_POISONS[0])
-    with pytest.raises(JobDecodeError), orchestrator.claim(queue_name):
+    with pytest.raises(JobDecodeError), orchestrator.claim(queue_name, timeout=10):
         pytest.fail("a poison must not reach the block")
     assert orchestrator.count_queue_messages(queue_name) == 0
     assert orchestrator.count_queue_messages(f"{queue_name}.dlq") == 1
