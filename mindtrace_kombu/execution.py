@@ -72,7 +72,7 @@ def as_output(value: object) -> JobOutput | None:
 
 def complete(job: Job, started: float, output: object = None) -> Result:
     """COMPLETED, with the handler's output (see :func:`as_output`) on ``job.payload.output``."""
-    job.status, job.completed_at, job.error, job.traceback = ExecutionStatus.COMPLETED, _now(), None, None
+    job.status, job.completed_at, job.error = ExecutionStatus.COMPLETED, _now(), None
     converted = as_output(output)
     if converted is not None:
         job.payload.output = converted
@@ -81,7 +81,7 @@ def complete(job: Job, started: float, output: object = None) -> Result:
 
 def fail(job: Job, started: float, error: str, trace: str = "") -> Result:
     """FAILED with ``error`` (``"Type: message"``) and an optional traceback summary."""
-    job.status, job.error, job.traceback = ExecutionStatus.FAILED, error, trace or None
+    job.status, job.error = ExecutionStatus.FAILED, error
     return Result(job, time.monotonic() - started, error, trace)
 
 

@@ -124,7 +124,7 @@ class JobEvent:
     job_id: str
     queue: str
     duration: float
-    outcome: str  # "completed" | "retried" | "dead-lettered" | "cancelled"
+    outcome: str  # "completed" | "retried" | "dead-lettered"
     attempts: int = 0
     error: str | None = None
     job: Job | None = None
@@ -140,8 +140,6 @@ class WorkerStats:
     retried: int = 0
     dead_lettered: int = 0
     returned: int = 0
-    cancelled: int = 0  # skipped: cancelled before they started
-    record_failures: int = 0  # job records the result store could not take (the jobs went on)
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -152,8 +150,6 @@ class WorkerStats:
         self.processed += 1
         if outcome == "completed":
             self.completed += 1
-        elif outcome == "cancelled":
-            self.cancelled += 1
         elif outcome == "retried":
             self.retried += 1
         else:
@@ -187,40 +183,13 @@ def _bury(orchestrator: QueueOperations, delivery: Delivery, result: Result) -> 
     delivery.ack()
 
 
-def _settle_failure(
-    orchestrator: QueueOperations, delivery: Delivery, result: Result, policy: RetryPolicy,
-    on_record_failure: Callable[[], None] | None = None,
-) -> str:
-    """Record, then retry now or dead-letter; returns the outcome."""
+def _settle_failure(orchestrator: QueueOperations, delivery: Delivery, result: Result, policy: RetryPolicy) -> str:
+    """Retry now or dead-letter; returns the outcome."""
     if result.job.attempts <= policy.retries_for(result.job):
-        _record_finish(orchestrator, delivery.queue, result.job, retrying=True, on_failure=on_record_failure)
         _requeue_copy(orchestrator, delivery, result.job)
         return "retried"
-    _record_finish(orchestrator, delivery.queue, result.job, on_failure=on_record_failure)
     _bury(orchestrator, delivery, result)
     return "dead-lettered"
-
-
-def _record_start(
-    orchestrator: QueueOperations, queue: str, job: Job, on_failure: Callable[[], None] | None = None
-) -> bool:
-    """Record the started job RUNNING (one store call); False if it was cancelled: skip it."""
-    running: int | None = job.attempts  # the store failed: run it
-    return orchestrator.record(lambda results: results.start(queue, job), running, on_failure) is not None
-
-
-def _record_finish(
-    orchestrator: QueueOperations, queue: str, job: Job, *, retrying: bool = False,
-    on_failure: Callable[[], None] | None = None,
-) -> None:
-    """Record the outcome (one store call): COMPLETED, FAILED and dead-lettered, or QUEUED with
-    the last error while a retry waits."""
-    if job.status is ExecutionStatus.FAILED:
-        if retrying:
-            job = job.model_copy(update={"status": ExecutionStatus.QUEUED})
-        else:
-            job.dead_lettered = True
-    orchestrator.record(lambda results: results.finish(queue, job), None, on_failure)
 
 
 @contextmanager
@@ -233,24 +202,18 @@ def claim(
     Raises:
         QueueNotFound, JobDecodeError (the message was dead-lettered), BrokerUnavailable.
     """
-    deadline = time.monotonic() + (check_timeout("timeout", timeout) or 0)
-    while True:  # cancelled jobs are acknowledged and skipped
-        delivery = orchestrator.take(queue, max(deadline - time.monotonic(), 0) if timeout else None, ack=True)
-        if delivery is None:
-            yield None
-            return
-        job = _decode(orchestrator, delivery)
-        started = start(job)
-        if _record_start(orchestrator, queue, job):
-            break
-        delivery.ack()
+    delivery = orchestrator.take(queue, timeout, ack=True)
+    if delivery is None:
+        yield None
+        return
+    job = _decode(orchestrator, delivery)
+    started = start(job)
     try:
         yield job
     except Exception as exc:
         _settle_failure(orchestrator, delivery, fail(job, started, *describe(exc)), policy)
         raise
     complete(job, started)
-    _record_finish(orchestrator, queue, job)
     delivery.ack()
 
 
@@ -520,10 +483,7 @@ class Worker:
     def _run_job(self, delivery: Delivery, job: Job, processes: ProcessPool | None) -> None:
         """Run the handler (on this thread, or in a child process) and settle the job."""
         started = start(job)
-        result: Result | None
-        if not _record_start(self.orchestrator, delivery.queue, job, self._count_record_failure):
-            result = None  # cancelled before it started: skipped
-        elif processes is not None:
+        if processes is not None:
             result = processes.run(job, started)
         elif self.time_limit is None:
             result = run_handler(self.handler, job, started)
@@ -537,31 +497,14 @@ class Worker:
         if room:
             self._room.set()
         if not mine:  # a cold shutdown or a lost connection gave the job back
-            logger.info("job %s on %s: late result ignored", job.id, delivery.queue)
+            logger.info("job %s on %s: late result ignored (%s)", job.id, delivery.queue, result.error or "completed")
             return
         try:
-            if result is None:
-                self._skip(delivery, job)
-            else:
-                self._report(delivery, result)
+            self._report(delivery, result)
         finally:
             with self._lock:
                 self._settling -= 1
             self._wake.set()
-
-    def _skip(self, delivery: Delivery, job: Job) -> None:
-        """A cancelled job: acknowledged without running."""
-        try:
-            delivery.ack()
-        except Exception:  # the broker failed: it comes back, and is skipped again
-            logger.warning("job %s on %s: cancelled, could not acknowledge", job.id, delivery.queue, exc_info=True)
-            return
-        logger.info("job %s on %s: cancelled, skipped", job.id, delivery.queue)
-        self._emit(JobEvent(job.id, delivery.queue, 0.0, "cancelled", job.attempts, None, job))
-
-    def _count_record_failure(self) -> None:
-        with self._lock:
-            self.stats.record_failures += 1
 
     def _report(self, delivery: Delivery, result: Result) -> None:
         """Settle the job and tell the observers."""
@@ -577,12 +520,9 @@ class Worker:
     def _settle(self, delivery: Delivery, result: Result) -> str:
         job = result.job
         if result.error is None:
-            _record_finish(self.orchestrator, delivery.queue, job, on_failure=self._count_record_failure)
             delivery.ack()  # done: the job leaves the broker
             return "completed"
-        retrying = job.attempts <= self.policy.retries_for(job)
-        _record_finish(self.orchestrator, delivery.queue, job, retrying=retrying, on_failure=self._count_record_failure)
-        if retrying:
+        if job.attempts <= self.policy.retries_for(job):
             # kept in flight (safe on the broker) until the backoff passes; prefetch grows by one
             # meanwhile so other jobs keep flowing
             timer = threading.Timer(self.policy.delay(job.attempts), self._retry, (delivery,))

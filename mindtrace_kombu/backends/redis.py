@@ -24,7 +24,6 @@ from typing import Any, Iterable, Sequence
 from ..errors import QueueNotFound
 from ..queues import QueueSpec
 from ..redis_store import Lease, RedisStore, Stored
-from ..redis_store.records import JobRecord
 from .base import Delivery, Settlement, WireMessage, WithoutExchanges
 from .errors import translate_errors
 from .wire import decode_payload, delivery_tag, encode_payload
@@ -90,19 +89,12 @@ class RedisBackend(WithoutExchanges):
             self.store.delete(queue, if_empty=if_empty)
 
     def publish(self, queue: str, messages: Sequence[WireMessage], priority: int | None) -> None:
-        self.publish_recorded(queue, messages, priority)
-
-    def publish_recorded(
-        self, queue: str, messages: Sequence[WireMessage], priority: int | None,
-        records: Sequence[JobRecord] = (), record_ttl: float = 0.0,
-    ) -> None:
-        """Publish, writing a job record QUEUED per message in the same script call."""
         items = [
             (json.dumps(encode_payload(message, "", queue, priority, delivery_tag())), priority or 0)
             for message in messages
         ]
         with self.errors(queue):
-            self.store.put(queue, items, records, record_ttl=record_ttl)
+            self.store.put(queue, items)
 
     def get(self, queue: str, *, ack: bool) -> Delivery | None:
         with self.errors(queue):

@@ -7,7 +7,7 @@ Key layout: :mod:`.keys`; scripts: ``lua/`` (each lists its KEYS and ARGV). Roun
 operation                     round trips
 ============================  ===============================================================
 declare                       1 (script and registry update, pipelined)
-put (n messages)              1 per 1,000 messages (job records, if given, in the same script call)
+put (n messages)              1 per 1,000 messages
 take / get / settle           1 (acks, requeues, expired leases and the take in one script)
 count, purge, release         1
 delete                        2 (the script, then the registry update: only once it succeeded)
@@ -30,7 +30,6 @@ from redis.exceptions import NoScriptError, ResponseError
 from ..errors import QueueNotEmpty, QueueNotFound
 from ..queues import QueueSpec, QueueType
 from .keys import Namespace
-from .records import JobRecord
 from .scripts import load
 
 __all__ = ["DEFAULT_LEASE_TIMEOUT", "RedisStore", "Stored", "new_lease_id"]
@@ -90,9 +89,9 @@ class RedisStore:
         self.lease_timeout = lease_timeout
         self._lease_ms = max(1, int(lease_timeout * 1000))
 
-    def _run(self, script: Any, queue: str, args: Sequence[Any], extra_keys: Sequence[str] = ()) -> Any:
+    def _run(self, script: Any, queue: str, args: Sequence[Any]) -> Any:
         try:
-            return script(self.client, [*self.namespace.queue(queue).all(), *extra_keys], args)
+            return script(self.client, self.namespace.queue(queue).all(), args)
         except ResponseError as exc:
             message = str(exc)
             if message.startswith("NOT_FOUND"):
@@ -154,24 +153,12 @@ class RedisStore:
 
     # -- messages --------------------------------------------------------------------------------
 
-    def put(
-        self, queue: str, items: Sequence[tuple[bytes | str, int]], records: Sequence[JobRecord] = (),
-        *, record_ttl: float = 0.0,
-    ) -> int:
+    def put(self, queue: str, items: Sequence[tuple[bytes | str, int]]) -> int:
         """Put ``(payload, priority)`` items in order; priorities above the queue's maximum
-        are capped at it, and ignored on fifo and stack queues. Returns how many.
-
-        ``records`` (one per item, or none) are written QUEUED in the same script call
-        (:mod:`.records`), expiring after ``record_ttl`` seconds."""
+        are capped at it, and ignored on fifo and stack queues. Returns how many."""
         for start in range(0, len(items), _PUT_CHUNK):
-            chunk = items[start:start + _PUT_CHUNK]
-            args: list[Any] = [part for payload, priority in chunk for part in (payload, priority)]
-            keys: list[str] = []
-            if records:
-                batch = records[start:start + _PUT_CHUNK]
-                keys = [self.namespace.job_index(queue), *(self.namespace.job(record.job_id) for record in batch)]
-                args += [int(record_ttl * 1000), queue, *(part for record in batch for part in record)]
-            self._run(_PUT, queue, args, keys)
+            args = [part for payload, priority in items[start:start + _PUT_CHUNK] for part in (payload, priority)]
+            self._run(_PUT, queue, args)
         return len(items)
 
     def take(

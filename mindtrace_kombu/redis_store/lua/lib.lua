@@ -81,16 +81,3 @@ local function keep_ttl()
     for i = 2, 6 do redis.call('PEXPIRE', KEYS[i], ttl) end
   end
 end
-
--- Write a job record (a hash in the job's own slot): job, queue, status, attempts. A new record
--- gets its creation time and an entry in its queue's index (where entries older than the TTL
--- are dropped). Both expire ttl ms after their last write.
-local function save_record(key, index, id, queue, status, data, attempts, ttl, now)
-  if redis.call('HSETNX', key, 'created', now) == 1 then
-    redis.call('ZADD', index, now, id)
-    redis.call('ZREMRANGEBYSCORE', index, '-inf', now - ttl)
-    redis.call('PEXPIRE', index, ttl)
-  end
-  redis.call('HSET', key, 'job', data, 'queue', queue, 'status', status, 'attempts', attempts)
-  redis.call('PEXPIRE', key, ttl)
-end

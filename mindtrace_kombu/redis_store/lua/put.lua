@@ -1,16 +1,12 @@
 -- Put messages; returns how many. Priorities above the queue's max_priority are capped.
--- KEYS: the six queue keys (lib.lua); with job records also the queue's job index, then one
---       record key per message
--- ARGV: (payload, priority) per message; with job records then the TTL (ms), the queue name and
---       (job id, job data, attempts) per message, recorded QUEUED (save_record)
+-- KEYS: the six queue keys (lib.lua)    ARGV: (payload, priority) per message
 exists_or_error()
 local spec = redis.call('HMGET', KEYS[1], 'type', 'max')
 local kind, max = spec[1], tonumber(spec[2]) or 0
-local records = #KEYS > 6
-local count = records and (#KEYS - 7) or #ARGV / 2
+local count = #ARGV / 2
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', count) - count
 local tokens = {}
-for i = 1, 2 * count, 2 do
+for i = 1, #ARGV, 2 do
   seq = seq + 1
   local priority, order = 0, seq
   if kind == 'priority' then
@@ -25,11 +21,4 @@ for i = 1, 2 * count, 2 do
 end
 redis.call('LPUSH', KEYS[4], unpack(tokens))
 keep_ttl()
-if records then
-  local base, ttl, now = 2 * count, tonumber(ARGV[2 * count + 1]), now_ms()
-  for j = 1, count do
-    local at = base + 3 * j
-    save_record(KEYS[7 + j], KEYS[7], ARGV[at], ARGV[base + 2], 'queued', ARGV[at + 1], ARGV[at + 2], ttl, now)
-  end
-end
 return count
