@@ -24,6 +24,7 @@ from mindtrace_kombu.worker import SHUTDOWN_GRACE, WorkerStats
 
 from . import worker_handlers
 from .conftest import broker_url, make_client, make_job, unique
+from .test_worker_pool import alive
 from .worker_handlers import LOG, RELEASE, read_log
 
 pytestmark = pytest.mark.timeout(120)
@@ -39,14 +40,6 @@ def wait_until(condition: Callable[[], object], timeout: float = 30.0, what: str
         if time.monotonic() > deadline:
             pytest.fail(f"{what} not met within {timeout} s")
         time.sleep(0.02)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.fixture
