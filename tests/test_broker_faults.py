@@ -122,6 +122,7 @@ class Proxy:
             link.reset()
 
     def close(self) -> None:
+        self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close() alone does not
         self._listener.close()
         with self._changed:
             links, self._links = self._links, []

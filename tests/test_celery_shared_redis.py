@@ -72,7 +72,7 @@ def test_host_app_and_orchestrator_share_one_redis_database(redis_db: redis.Redi
         ours = {host_queue, jobs_queue, plain_queue}
         assert not ours & queue_names_in(redis_db, "unacked")
         for name in (jobs_queue, plain_queue):
-            keys = {key.decode() for key in redis_db.scan_iter(match=f"*{name}*")}
+            keys = {key.decode() for key in redis_db.scan_iter(match=f"*{name}*", count=1000)}
             assert keys and all(key.startswith("mindtrace:q:{") for key in keys), keys
     finally:
         for queue in (jobs_queue, plain_queue):
@@ -83,5 +83,5 @@ def test_host_app_and_orchestrator_share_one_redis_database(redis_db: redis.Redi
         orchestrator.close()
         for result in results:
             result.forget()
-        for key in redis_db.scan_iter(match=f"*{host_queue}*"):  # the host's list and exchange bindings
+        for key in redis_db.scan_iter(match=f"*{host_queue}*", count=1000):  # the host's list and exchange bindings
             redis_db.delete(key)
