@@ -26,6 +26,8 @@ from benchmarks.names import (
     CELERY_SEND_TASK,
     CPU_PROCESSES,
     CPU_THREADS,
+    GET_JOB_1K,
+    GET_JOB_100K,
     KOMBU_CONSUME,
     KOMBU_GET,
     KOMBU_PUBLISH,
@@ -35,6 +37,8 @@ from benchmarks.names import (
     PRIORITY_SMALL,
     PUBLISH,
     PUBLISH_MANY,
+    PUBLISH_TRACKED,
+    PUBLISH_UNTRACKED,
     RECEIVE,
     RPOP,
     RQ_ENQUEUE,
@@ -62,9 +66,11 @@ def ratios(backends: Sequence[str]) -> list[Ratio]:
             Ratio("receive / stock Kombu memory get+ack", local(RECEIVE), local(KOMBU_GET)),
             Ratio("priority cost large/small backlog", local(PRIORITY_SMALL), local(PRIORITY_BIG)),
             Ratio("cpu-bound jobs: 4 processes / 4 threads", local(CPU_PROCESSES), local(CPU_THREADS)),
+            Ratio("SQL get_job latency 100k / 1k records (<= 1.5)", local(GET_JOB_1K), local(GET_JOB_100K)),
         ],
         "redis": [
             Ratio("publish / raw LPUSH", redis(PUBLISH), redis(LPUSH)),
+            Ratio("publish results tracked / not (>= 0.9)", redis(PUBLISH_TRACKED), redis(PUBLISH_UNTRACKED)),
             Ratio("publish / Celery send_task", redis(PUBLISH), redis(CELERY_SEND_TASK)),
             Ratio("publish / RQ enqueue", redis(PUBLISH), redis(RQ_ENQUEUE)),
             Ratio("publish / stock Kombu publish", redis(PUBLISH), redis(KOMBU_PUBLISH)),
@@ -100,10 +106,10 @@ def ratios(backends: Sequence[str]) -> list[Ratio]:
 def project_scenarios() -> tuple[Callable[[str], list[Scenario]], str | None]:
     """Return the project's scenarios per backend, and why they are unavailable, if they are."""
     try:
-        from benchmarks import cpu_pool, project
+        from benchmarks import cpu_pool, project, results
     except ImportError as exc:
         return (lambda backend: []), f"project scenarios unavailable: {exc}"
-    return (lambda backend: project.scenarios(backend) + cpu_pool.scenarios(backend)), None
+    return (lambda backend: project.scenarios(backend) + cpu_pool.scenarios(backend) + results.scenarios(backend)), None
 
 
 def run(

@@ -34,3 +34,9 @@ PICKUP_LATENCY = "project pickup latency"
 # CPU-bound handlers, processes vs threads (benchmarks.cpu_pool).
 CPU_THREADS = "project cpu-bound worker, 4 threads"
 CPU_PROCESSES = "project cpu-bound worker, 4 processes"
+
+# -- job results (benchmarks/results.py) ----------------------------------------------------------
+PUBLISH_TRACKED = "publish, results tracked"
+PUBLISH_UNTRACKED = "publish, no result store"
+GET_JOB_1K = "get_job, 1k records (SQLite)"
+GET_JOB_100K = "get_job, 100k records (SQLite)"

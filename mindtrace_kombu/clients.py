@@ -28,6 +28,7 @@ from .errors import InvalidArgument, UnsupportedQueueType
 from .models import BackendType
 from .queues import QueueSpec, QueueType
 from .redis_store import DEFAULT_LEASE_TIMEOUT, DEFAULT_PREFIX, Namespace, RedisStore
+from .results.base import DEFAULT_TTL
 from .transport import amqp as amqp_transport
 from .transport import memory as memory_transport
 from .transport import redis as redis_transport
@@ -48,7 +49,7 @@ DEFAULT_HEARTBEAT = 60
 DEFAULT_CONFIRM_TIMEOUT = 30.0
 _BACKEND_NAMES = {BackendType.LOCAL: "the local backend", BackendType.REDIS: "Redis", BackendType.RABBITMQ: "RabbitMQ"}
 #: Options of this package's Redis store, read from transport options and the URL query string.
-_STORE_OPTIONS = ("lease_timeout", "global_keyprefix", "prefix")
+_STORE_OPTIONS = ("lease_timeout", "global_keyprefix", "prefix", "result_expires")
 #: Options of the RabbitMQ client read from the URL query string (Kombu would refuse the second).
 _AMQP_OPTIONS = ("heartbeat", "confirm_timeout")
 
@@ -146,6 +147,12 @@ class RedisClient(Client):
         if not lease_timeout:
             raise InvalidArgument("lease_timeout", lease_timeout, "a lease lasts more than 0 seconds")
         return lease_timeout
+
+    @property
+    def result_expires(self) -> float:
+        """Seconds a job record of the default result store lives after its last change
+        (transport option ``result_expires``, Celery's name; default 24 h)."""
+        return check_seconds("result_expires", _number(self.transport_options.get("result_expires", DEFAULT_TTL)))
 
     def _socket_options(self) -> dict[str, float]:
         # the socket timeout bounds the AUTH/HELLO handshake of a silent server, and must outlast

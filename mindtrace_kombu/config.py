@@ -64,6 +64,7 @@ class BrokerSettings:
     url: str
     transport_options: dict[str, Any] = field(default_factory=dict)
     connect_timeout: float | None = None
+    result_backend: str | None = None
 
     def client_options(self) -> dict[str, Any]:
         """Keyword arguments for ``client_from_url``: only those the configuration sets."""
@@ -84,7 +85,8 @@ def broker_settings(config: str | object) -> BrokerSettings:
     """Read the broker settings of a Celery configuration module or object.
 
     The URL is ``CELERY_BROKER_URL`` if set (Celery gives it precedence too), else the
-    configuration's ``broker_url``, else :func:`broker_url_from_env`.
+    configuration's ``broker_url``, else :func:`broker_url_from_env`; ``result_backend`` is
+    read as it is (the Orchestrator's job records).
 
     Raises:
         ModuleNotFoundError: ``config`` names a module that cannot be imported.
@@ -95,4 +97,5 @@ def broker_settings(config: str | object) -> BrokerSettings:
         url=str(url),
         transport_options=dict(getattr(source, "broker_transport_options", None) or {}),
         connect_timeout=getattr(source, "broker_connection_timeout", None),
+        result_backend=getattr(source, "result_backend", None) or None,
     )

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
+import threading
 import time
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, Protocol, Sequence, TypeVar
 
@@ -30,6 +32,7 @@ from .errors import (
 from .exchanges import validate_exchange, validate_routing_key
 from .models import QUEUE_MAPPING, Job, JobType
 from .queues import QueueSpec, dead_letter_queue_name, validate_queue_name
+from .results.base import ResultStore, job_record
 from .serialization import SERIALIZER
 
 __all__ = ["BrokerClient", "MessageBuilder", "OutgoingMessage", "QueueOperations", "job_message"]
@@ -37,6 +40,7 @@ __all__ = ["BrokerClient", "MessageBuilder", "OutgoingMessage", "QueueOperations
 _POLL_MIN, _POLL_MAX = 0.001, 0.02  # receive_message(timeout=...) poll backoff, seconds
 _RETRY_BACKOFF, _RETRY_BACKOFF_MAX = 0.2, 2.0  # reconnect backoff, seconds
 _T = TypeVar("_T")
+logger = logging.getLogger(__name__)
 
 
 class OutgoingMessage(NamedTuple):
@@ -85,6 +89,7 @@ class QueueOperations:
             twice). A broker that was never reachable fails at once.
         limits: size limits of received messages, on the wire and decompressed; larger ones
             are dead-lettered undecoded.
+        results: where job records are kept (:mod:`.results`), or None for none.
     """
 
     def __init__(
@@ -95,8 +100,12 @@ class QueueOperations:
         connection_retries: int = 2,
         message_builder: MessageBuilder | None = None,
         limits: DecodeLimits = DEFAULT_LIMITS,
+        results: ResultStore | None = None,
     ) -> None:
         check_count("connection_retries", connection_retries, minimum=0)
+        self.results = results
+        self.record_failures = 0  # job records that could not be written (the jobs went on)
+        self._failures_lock = threading.Lock()
         self.client = client
         self.backend: Backend = self.client.open_backend()
         self.connection_retries = connection_retries
@@ -113,7 +122,31 @@ class QueueOperations:
 
     def close(self) -> None:
         """Release every connection; messages taken and not settled go back to their queues."""
-        self.backend.close()
+        try:
+            self.backend.close()
+        finally:
+            if self.results is not None:
+                self.results.close()
+
+    def record(self, action: Callable[[ResultStore], _T], default: _T,
+               on_failure: Callable[[], None] | None = None) -> _T:
+        """Write to the result store; without one, or when it fails (logged, counted in
+        :attr:`record_failures` and by ``on_failure``), ``default``. Never raises: a store
+        that is down must not stop jobs."""
+        if self.results is None:
+            return default
+        try:
+            return action(self.results)
+        except Exception as exc:  # noqa: BLE001
+            self._record_failed(exc)
+            if on_failure is not None:
+                on_failure()
+            return default
+
+    def _record_failed(self, exc: Exception) -> None:
+        with self._failures_lock:
+            self.record_failures += 1
+        logger.warning("job record not written, the job goes on: %s", exc)
 
     def _run(self, operation: Callable[[], _T]) -> _T:
         """Run one backend operation; after a broken connection retry it up to
@@ -316,8 +349,9 @@ class QueueOperations:
             priority = self._spec(queue_name).validate_priority(priority)
         messages = [self._encode_job(queue_name, job) for job in jobs]
         if exchange is None:
-            self._send(queue_name, messages, priority)
+            self._send(queue_name, messages, priority, jobs)
         else:
+            self.record(lambda results: results.save(queue_name, [job_record(job, m) for job, m in zip(jobs, messages)]), None)
             self._run(lambda: self.backend.publish_to_exchange(
                 exchange, str(routing_key), messages, priority, label=queue_name
             ))
@@ -334,10 +368,21 @@ class QueueOperations:
     def _encode(message: OutgoingMessage) -> WireMessage:
         return encode(message.body, message.options, SERIALIZER)
 
-    def _send(self, queue_name: str, messages: Sequence[WireMessage], priority: int | None) -> None:
-        """The one publish path: every message, in order, to ``queue_name``."""
+    def _send(
+        self, queue_name: str, messages: Sequence[WireMessage], priority: int | None, jobs: Sequence[Job] = ()
+    ) -> None:
+        """The one publish path: every message, in order, to ``queue_name``; ``jobs`` (one per
+        message) are recorded QUEUED by the result store (on Redis in the same call)."""
+        results = self.results
+
+        def send() -> None:
+            if results is None or not jobs:
+                self.backend.publish(queue_name, messages, priority)
+            else:
+                results.publish(self.backend, queue_name, messages, priority, jobs, self._record_failed)
+
         try:
-            self._run(lambda: self.backend.publish(queue_name, messages, priority))
+            self._run(send)
         except QueueNotFound:
             self._specs.pop(queue_name, None)
             raise

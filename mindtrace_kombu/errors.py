@@ -22,9 +22,14 @@ caller would naturally catch::
     ├── UnsupportedOperation    (NotImplementedError)  the backend has no such feature (exchanges on
     │                                              the in-process and Redis backends)
     ├── BrokerError             (RuntimeError)     any other error the broker answered, quoted
+    ├── ResultsNotConfigured    (RuntimeError)     a result call without a result store (RabbitMQ
+    │                                              without ``result_backend``)
+    ├── JobNotFound             (KeyError)         the result store has no record of the job
+    ├── WaitTimeout             (TimeoutError)     ``wait_for`` saw no final status in time
     └── BrokerUnavailable       (ConnectionError)  no connection, or it broke; ``reason`` says why
-        └── PublishNotConfirmed                    no publisher confirm within confirm_timeout; the
-                                                   messages may or may not be on the queue
+        ├── PublishNotConfirmed                    no publisher confirm within confirm_timeout; the
+        │                                          messages may or may not be on the queue
+        └── ResultStoreUnavailable                 the result store cannot be reached
 
 Messages name the queue and the fix; URLs in messages always have their password masked.
 """
@@ -42,6 +47,7 @@ __all__ = [
     "InvalidQueueName",
     "JobDecodeError",
     "JobEncodeError",
+    "JobNotFound",
     "JobsError",
     "MessageTooLarge",
     "PermissionDenied",
@@ -52,8 +58,11 @@ __all__ = [
     "QueueNotEmpty",
     "QueueNotFound",
     "QueueTypeMismatch",
+    "ResultStoreUnavailable",
+    "ResultsNotConfigured",
     "UnsupportedOperation",
     "UnsupportedQueueType",
+    "WaitTimeout",
 ]
 
 
@@ -292,3 +301,46 @@ class PublishNotConfirmed(BrokerUnavailable):
             "timeout",
             "they may or may not be on the queue; raise confirm_timeout if the broker is only slow",
         )
+
+
+class ResultStoreUnavailable(BrokerUnavailable):
+    """The result store (Redis, SQL) cannot be reached: job status cannot be read or recorded.
+    Jobs are still published and processed; ``reason`` says why."""
+
+    def __init__(self, url: str, detail: str, reason: str = "error") -> None:
+        super().__init__(url, detail, reason)
+        self.args = (f"result store {url} is unavailable ({self.reason}): {detail}; {self.advice}",)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class ResultsNotConfigured(JobsError, RuntimeError):
+    """A job-status call on an orchestrator without a result store."""
+
+    def __init__(self, broker: str) -> None:
+        super().__init__(
+            f"no result store is configured for {broker}: pass Orchestrator(client, results=URL), "
+            "Orchestrator.from_url(broker_url, result_backend=URL), set MINDTRACE_RESULT_BACKEND, or "
+            "result_backend in the Celery config (redis://..., sqlite:///jobs.db, postgresql://...)"
+        )
+
+
+class JobNotFound(JobsError, KeyError):
+    """The result store has no record of the job (never published through it, forgotten, expired)."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"no record of job {job_id!r} in the result store (unknown, forgotten or expired)")
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+class WaitTimeout(JobsError, TimeoutError):
+    """``wait_for`` saw no final status within its timeout; ``job`` is the last record read."""
+
+    def __init__(self, job_id: str, timeout: float, status: str) -> None:
+        self.job_id = job_id
+        self.status = status
+        super().__init__(f"job {job_id!r} is still {status} after {timeout:g} s")

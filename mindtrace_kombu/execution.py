@@ -32,6 +32,7 @@ __all__ = [
     "run_with_soft_limit",
     "start",
     "time_limit_error",
+    "utc_now",
 ]
 
 Handler = Callable[[Job], Any]
@@ -50,13 +51,14 @@ class Result:
     traceback: str = ""  # the last frames, for the dead letter
 
 
-def _now() -> str:
+def utc_now() -> str:
+    """Now, as an ISO 8601 UTC timestamp (the lifecycle fields' format)."""
     return datetime.now(timezone.utc).isoformat()
 
 
 def start(job: Job) -> float:
     """Mark ``job`` RUNNING as one more attempt; returns the monotonic start time."""
-    job.status, job.started_at, job.attempts = ExecutionStatus.RUNNING, _now(), job.attempts + 1
+    job.status, job.started_at, job.attempts = ExecutionStatus.RUNNING, utc_now(), job.attempts + 1
     return time.monotonic()
 
 
@@ -72,7 +74,7 @@ def as_output(value: object) -> JobOutput | None:
 
 def complete(job: Job, started: float, output: object = None) -> Result:
     """COMPLETED, with the handler's output (see :func:`as_output`) on ``job.payload.output``."""
-    job.status, job.completed_at, job.error = ExecutionStatus.COMPLETED, _now(), None
+    job.status, job.completed_at, job.error, job.traceback = ExecutionStatus.COMPLETED, utc_now(), None, None
     converted = as_output(output)
     if converted is not None:
         job.payload.output = converted
@@ -81,7 +83,7 @@ def complete(job: Job, started: float, output: object = None) -> Result:
 
 def fail(job: Job, started: float, error: str, trace: str = "") -> Result:
     """FAILED with ``error`` (``"Type: message"``) and an optional traceback summary."""
-    job.status, job.error = ExecutionStatus.FAILED, error
+    job.status, job.error, job.traceback = ExecutionStatus.FAILED, error, trace or None
     return Result(job, time.monotonic() - started, error, trace)
 
 

@@ -95,6 +95,12 @@ class ExecutionStatus(str, Enum):
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        """Completed, failed or cancelled: the job will not run (again)."""
+        return self in (ExecutionStatus.COMPLETED, ExecutionStatus.FAILED, ExecutionStatus.CANCELLED)
 
 
 class BackendType(str, Enum):
@@ -123,6 +129,8 @@ class Job(BaseModel):
     started_at: str | None = None
     completed_at: str | None = None
     error: str | None = None
+    traceback: str | None = None
+    dead_lettered: bool = False
     attempts: int = 0
     max_retries: int | None = None
 

@@ -8,22 +8,41 @@ consumption (:mod:`.worker`, :mod:`.dead_letters`), which build on the operation
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from typing import Any, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 from .celery import CeleryTaskMessages, celery_client
 from .clients import Client, LocalClient, client_from_url
+from .arguments import check_count, check_timeout
 from .config import broker_settings, broker_url_from_env
 from .core import MessageBuilder, OutgoingMessage, QueueOperations, job_message
 from .dead_letters import DeadLetter, list_dead_letters, requeue_dead_letters
 from .decoding import DEFAULT_LIMITS, DecodeLimits
-from .models import Job, JobType
+from .errors import JobNotFound, ResultsNotConfigured, WaitTimeout
+from .models import ExecutionStatus, Job, JobType
 from .queues import validate_queue_name
+from .results.base import ResultStore
+from .results.urls import default_result_store, result_backend_from_env, result_store_from_url
 from .worker import Handler, RetryPolicy, Worker, WorkerStats, claim
 
 __all__ = ["MessageBuilder", "Orchestrator", "OutgoingMessage", "job_message"]
 
 
-_ORCHESTRATOR_OPTIONS = ("routes", "connection_retries", "limits")
+_ORCHESTRATOR_OPTIONS = ("routes", "connection_retries", "limits", "results")
+
+#: A result store, its URL, None (``MINDTRACE_RESULT_BACKEND``, else the broker's default) or False (none).
+Results = ResultStore | str | None | Literal[False]
+
+
+def _result_store(client: Client, results: Results) -> ResultStore | None:
+    if results is False:
+        return None
+    if results is None:
+        results = result_backend_from_env()
+        if results is None:
+            return default_result_store(client)
+    if isinstance(results, str):
+        return result_store_from_url(results, connect_timeout=client.connect_timeout)
+    return results
 
 
 class Orchestrator(QueueOperations):
@@ -38,6 +57,10 @@ class Orchestrator(QueueOperations):
             broke, before :class:`~.errors.BrokerUnavailable` (a retried publish may deliver
             the job twice).
         limits: size limits of received messages (:class:`~.decoding.DecodeLimits`).
+        results: where job status and results are kept: a :class:`~.results.ResultStore`, a
+            URL (``redis://``, ``sqlite:///jobs.db``, ``postgresql://``, ``memory://``), False for
+            none; by default ``MINDTRACE_RESULT_BACKEND``, else the in-process store (local
+            backend), the broker's Redis (Redis), none (RabbitMQ).
     """
 
     client: Client
@@ -50,20 +73,25 @@ class Orchestrator(QueueOperations):
         connection_retries: int = 2,
         message_builder: MessageBuilder | None = None,
         limits: DecodeLimits = DEFAULT_LIMITS,
+        results: Results = None,
     ) -> None:
+        client = LocalClient() if client is None else client
         super().__init__(
-            LocalClient() if client is None else client, routes=routes, connection_retries=connection_retries,
-            message_builder=message_builder, limits=limits,
+            client, routes=routes, connection_retries=connection_retries,
+            message_builder=message_builder, limits=limits, results=_result_store(client, results),
         )
 
     @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> Orchestrator:
-        """Build an orchestrator from a Kombu URL (``memory://``, ``redis://``, ``amqp://``...).
+    def from_url(cls, url: str, *, result_backend: str | None = None, **kwargs: Any) -> Orchestrator:
+        """Build an orchestrator from a Kombu URL (``memory://``, ``redis://``, ``amqp://``...),
+        with job records in ``result_backend`` (a result store URL; see ``results``).
 
         Keyword arguments go to the client (e.g. ``connect_timeout``), except the orchestrator's
-        own: ``routes``, ``connection_retries`` and ``limits``.
+        own: ``routes``, ``connection_retries``, ``limits`` and ``results``.
         """
         own = {name: kwargs.pop(name) for name in _ORCHESTRATOR_OPTIONS if name in kwargs}
+        if result_backend is not None:
+            own["results"] = result_backend
         return cls(client_from_url(url, **kwargs), **own)
 
     @classmethod
@@ -90,11 +118,14 @@ class Orchestrator(QueueOperations):
 
         Args:
             config: a module name (``"celeryconfig"``) or an object with ``broker_url`` and,
-                optionally, ``broker_transport_options`` and ``broker_connection_timeout``.
-                ``CELERY_BROKER_URL`` in the environment wins, as it does for Celery.
-            **kwargs: the constructor's ``routes``, ``connection_retries``, ``limits``.
+                optionally, ``broker_transport_options``, ``broker_connection_timeout`` and
+                ``result_backend``. ``CELERY_BROKER_URL`` in the environment wins, as it does
+                for Celery; ``MINDTRACE_RESULT_BACKEND`` wins over ``result_backend``.
+            **kwargs: the constructor's ``routes``, ``connection_retries``, ``limits``, ``results``.
         """
         settings = broker_settings(config)
+        if settings.result_backend is not None and "results" not in kwargs:
+            kwargs["results"] = result_backend_from_env() or settings.result_backend
         return cls.from_url(settings.url, **settings.client_options(), **kwargs)
 
     @classmethod
@@ -135,6 +166,56 @@ class Orchestrator(QueueOperations):
         if the process dies, it returns to the queue."""
         validate_queue_name(queue_name)
         return claim(self, queue_name, timeout=timeout, policy=RetryPolicy(max_retries=max_retries))
+
+    # -- job status and results (see results/) ---------------------------------------------------
+
+    def _results(self) -> ResultStore:
+        if self.results is None:
+            raise ResultsNotConfigured(self.client.url)
+        return self.results
+
+    def get_job(self, job_id: str) -> Job | None:
+        """The job's last recorded state (status, attempts, timestamps, typed output, error,
+        traceback, dead_lettered), or None. 1 store round trip.
+
+        Raises:
+            ResultsNotConfigured, ResultStoreUnavailable (a ``BrokerUnavailable``).
+        """
+        return self._results().get(str(job_id))
+
+    def wait_for(self, job_id: str, timeout: float | None = None) -> Job:
+        """The job once its status is final (completed, failed, cancelled). Redis: woken by
+        pub/sub; in-process: a condition; SQL: reads with a backoff (5 ms doubling to 0.5 s).
+
+        Raises:
+            JobNotFound, WaitTimeout (``timeout`` seconds passed), ResultsNotConfigured,
+            ResultStoreUnavailable, InvalidArgument.
+        """
+        seconds = check_timeout("timeout", timeout)
+        job = self._results().wait(str(job_id), seconds)
+        if job is None:
+            raise JobNotFound(str(job_id))
+        if not job.status.final:
+            raise WaitTimeout(str(job_id), seconds or 0.0, job.status.value)
+        return job
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a job that has not started: every worker skips it (acknowledged, not run) and
+        its record says CANCELLED. A running or finished job is not touched: False."""
+        return self._results().cancel(str(job_id))
+
+    def list_jobs(
+        self, queue: str | None = None, status: ExecutionStatus | str | None = None, limit: int = 100
+    ) -> list[Job]:
+        """Recorded jobs, newest first (by first publish), optionally of one queue and status."""
+        if queue is not None:
+            validate_queue_name(queue)
+        check_count("limit", limit)
+        return self._results().list(queue, None if status is None else ExecutionStatus(status), limit)
+
+    def forget(self, job_id: str) -> bool:
+        """Drop the job's record; False if there was none."""
+        return self._results().forget(str(job_id))
 
     def dead_letters(self, queue_name: str, limit: int | None = None) -> list[DeadLetter]:
         """The dead letters of ``queue_name``, oldest first, left in place."""

@@ -26,7 +26,7 @@ from pydantic import BaseModel
 
 from .models import PAYLOAD_TYPES, Job, JobInput, JobOutput, payload_type_name
 
-__all__ = ["ACCEPT", "CONTENT_TYPE", "FORMAT_VERSION", "SERIALIZER", "dumps", "loads", "register_args"]
+__all__ = ["ACCEPT", "CONTENT_TYPE", "FORMAT_VERSION", "JOB_PREFIX", "SERIALIZER", "dumps", "loads", "register_args"]
 
 SERIALIZER = "mindtrace-job"
 CONTENT_TYPE = "application/x-mindtrace-job+json"
@@ -36,6 +36,8 @@ FORMAT_VERSION = 1
 
 _JOB_KEY = "mindtrace_job"
 _MODEL_KEY = "mindtrace_model"
+#: How :func:`dumps` of a :class:`Job` begins (a body that is the job itself).
+JOB_PREFIX = f'{{"{_JOB_KEY}":'.encode()
 
 
 def _type_name(model: BaseModel | None) -> str | None:

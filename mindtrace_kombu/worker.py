@@ -60,6 +60,8 @@ from .execution import (
 from .models import ExecutionStatus, Job
 from .process_pool import ProcessPool
 from .queues import QueueType
+from .recording import OutcomeWriter, record_finished, record_started
+from .results.base import Outcome
 from .thread_pool import DaemonThreadPool
 
 __all__ = [
@@ -124,7 +126,7 @@ class JobEvent:
     job_id: str
     queue: str
     duration: float
-    outcome: str  # "completed" | "retried" | "dead-lettered"
+    outcome: str  # "completed" | "retried" | "dead-lettered" | "cancelled"
     attempts: int = 0
     error: str | None = None
     job: Job | None = None
@@ -140,6 +142,8 @@ class WorkerStats:
     retried: int = 0
     dead_lettered: int = 0
     returned: int = 0
+    cancelled: int = 0  # skipped: cancelled before they started
+    record_failures: int = 0  # job records the result store could not take (the jobs went on)
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -150,6 +154,8 @@ class WorkerStats:
         self.processed += 1
         if outcome == "completed":
             self.completed += 1
+        elif outcome == "cancelled":
+            self.cancelled += 1
         elif outcome == "retried":
             self.retried += 1
         else:
@@ -184,8 +190,10 @@ def _bury(orchestrator: QueueOperations, delivery: Delivery, result: Result) -> 
 
 
 def _settle_failure(orchestrator: QueueOperations, delivery: Delivery, result: Result, policy: RetryPolicy) -> str:
-    """Retry now or dead-letter; returns the outcome."""
-    if result.job.attempts <= policy.retries_for(result.job):
+    """Record, then retry now or dead-letter; returns the outcome."""
+    retrying = result.job.attempts <= policy.retries_for(result.job)
+    record_finished(orchestrator, delivery.queue, [Outcome.of(result.job, retrying=retrying)])
+    if retrying:
         _requeue_copy(orchestrator, delivery, result.job)
         return "retried"
     _bury(orchestrator, delivery, result)
@@ -202,11 +210,16 @@ def claim(
     Raises:
         QueueNotFound, JobDecodeError (the message was dead-lettered), BrokerUnavailable.
     """
-    delivery = orchestrator.take(queue, timeout, ack=True)
-    if delivery is None:
-        yield None
-        return
-    job = _decode(orchestrator, delivery)
+    deadline = time.monotonic() + (check_timeout("timeout", timeout) or 0)
+    while True:  # cancelled jobs are acknowledged and skipped
+        delivery = orchestrator.take(queue, max(deadline - time.monotonic(), 0) if timeout else None, ack=True)
+        if delivery is None:
+            yield None
+            return
+        job = _decode(orchestrator, delivery)
+        if record_started(orchestrator, queue, [job])[0]:
+            break
+        delivery.ack()
     started = start(job)
     try:
         yield job
@@ -214,6 +227,7 @@ def claim(
         _settle_failure(orchestrator, delivery, fail(job, started, *describe(exc)), policy)
         raise
     complete(job, started)
+    record_finished(orchestrator, queue, [Outcome.of(job)])
     delivery.ack()
 
 
@@ -297,6 +311,7 @@ class Worker:
         self._lock = threading.Lock()
         self._threads: DaemonThreadPool | None = None
         self._processes: ProcessPool | None = None
+        self._outcomes: OutcomeWriter | None = None
         self._pending: dict[Delivery, Future[None]] = {}  # dispatched, result not in yet
         self._delayed: dict[Delivery, tuple[threading.Timer, Job]] = {}
         self._settling = 0  # settlements and held retries being sent
@@ -342,6 +357,8 @@ class Worker:
                 self.stats = WorkerStats()
                 if not self._stopping.is_set():
                     self._threads = DaemonThreadPool(self.concurrency, "mindtrace-worker")
+                    if self.orchestrator.results is not None:
+                        self._outcomes = OutcomeWriter(self.orchestrator, self._count_record_failure, busy=self._busy)
                     if self.pool == "processes":
                         self._processes = ProcessPool(self.handler, self.concurrency, self.time_limit)
                     self._consume_reconnecting(until_empty)
@@ -408,6 +425,9 @@ class Worker:
                 time.sleep(min(0.2 * 2**failures, 2.0))
 
     def _close_pools(self) -> None:
+        if self._outcomes is not None:
+            self._outcomes.close()
+            self._outcomes = None
         if self._threads is not None:
             self._threads.close()
             self._threads = None
@@ -431,8 +451,7 @@ class Worker:
                 deliveries = consumer.fetch(asked, _BURST_FETCH if until_empty else _IDLE_FETCH)
                 drained = len(deliveries) < asked  # the queues ran dry: fetch when a handler is free
                 self._consuming = True
-                for delivery in deliveries:
-                    self._dispatch(delivery)
+                self._dispatch(deliveries)
                 if until_empty and not deliveries and self._drained():
                     return
         except BrokerUnavailable:
@@ -465,20 +484,31 @@ class Worker:
 
     # -- per message -----------------------------------------------------------------------------
 
-    def _dispatch(self, delivery: Delivery) -> None:
-        if self._stopping.is_set():
-            delivery.reject(requeue=True)  # taken while stopping: back first in line
-            self._count_returned(1)
-            return
-        try:
-            job = _decode(self.orchestrator, delivery, self.max_message_bytes)
-        except JobDecodeError as exc:
-            logger.warning("%s", exc)  # dead-lettered and acknowledged by _decode
-            self._emit(JobEvent("-", delivery.queue, 0.0, "dead-lettered", error=exc.reason))
-            return
+    def _dispatch(self, deliveries: Sequence[Delivery]) -> None:
+        """Decode a fetched batch, record it RUNNING (one store call per queue; cancelled jobs
+        are skipped) and hand the jobs to the pool."""
+        taken: dict[str, list[tuple[Delivery, Job]]] = {}
+        for delivery in deliveries:
+            if self._stopping.is_set():
+                delivery.reject(requeue=True)  # taken while stopping: back first in line
+                self._count_returned(1)
+                continue
+            try:
+                job = _decode(self.orchestrator, delivery, self.max_message_bytes)
+            except JobDecodeError as exc:
+                logger.warning("%s", exc)  # dead-lettered and acknowledged by _decode
+                self._emit(JobEvent("-", delivery.queue, 0.0, "dead-lettered", error=exc.reason))
+                continue
+            taken.setdefault(delivery.queue, []).append((delivery, job))
         assert self._threads is not None
-        with self._lock:  # held until it is recorded: the handler thread looks it up when done
-            self._pending[delivery] = self._threads.submit(partial(self._run_job, delivery, job, self._processes))
+        for queue, batch in taken.items():
+            runs = record_started(self.orchestrator, queue, [job for _, job in batch], self._count_record_failure)
+            for (delivery, job), run in zip(batch, runs):
+                if not run:
+                    self._skip(delivery, job)
+                    continue
+                with self._lock:  # held until it is recorded: the handler thread looks it up when done
+                    self._pending[delivery] = self._threads.submit(partial(self._run_job, delivery, job, self._processes))
 
     def _run_job(self, delivery: Delivery, job: Job, processes: ProcessPool | None) -> None:
         """Run the handler (on this thread, or in a child process) and settle the job."""
@@ -497,14 +527,44 @@ class Worker:
         if room:
             self._room.set()
         if not mine:  # a cold shutdown or a lost connection gave the job back
-            logger.info("job %s on %s: late result ignored (%s)", job.id, delivery.queue, result.error or "completed")
+            logger.info("job %s on %s: late result ignored", job.id, delivery.queue)
             return
+        if self._outcomes is None:
+            self._report_settled(delivery, result)
+        else:  # recorded first, then settled, on the writer's thread
+            finished = Outcome.of(job, retrying=self._retries(job))
+            self._outcomes.submit(delivery.queue, finished, partial(self._report_settled, delivery, result))
+
+    def _report_settled(self, delivery: Delivery, result: Result) -> None:
         try:
             self._report(delivery, result)
         finally:
             with self._lock:
                 self._settling -= 1
             self._wake.set()
+
+    def _busy(self) -> bool:
+        """Jobs are dispatched and not finished."""
+        with self._lock:
+            return bool(self._pending)
+
+    def _retries(self, job: Job) -> bool:
+        """Whether a failed run of ``job`` is retried (else it is dead-lettered)."""
+        return job.attempts <= self.policy.retries_for(job)
+
+    def _skip(self, delivery: Delivery, job: Job) -> None:
+        """A cancelled job: acknowledged without running (the ack is buffered with the fetch)."""
+        try:
+            delivery.ack()
+        except Exception:  # the broker failed: it comes back, and is skipped again
+            logger.warning("job %s on %s: cancelled, could not acknowledge", job.id, delivery.queue, exc_info=True)
+            return
+        logger.info("job %s on %s: cancelled, skipped", job.id, delivery.queue)
+        self._emit(JobEvent(job.id, delivery.queue, 0.0, "cancelled", job.attempts, None, job))
+
+    def _count_record_failure(self) -> None:
+        with self._lock:
+            self.stats.record_failures += 1
 
     def _report(self, delivery: Delivery, result: Result) -> None:
         """Settle the job and tell the observers."""
@@ -522,7 +582,7 @@ class Worker:
         if result.error is None:
             delivery.ack()  # done: the job leaves the broker
             return "completed"
-        if job.attempts <= self.policy.retries_for(job):
+        if self._retries(job):
             # kept in flight (safe on the broker) until the backoff passes; prefetch grows by one
             # meanwhile so other jobs keep flowing
             timer = threading.Timer(self.policy.delay(job.attempts), self._retry, (delivery,))

@@ -14,7 +14,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mindtrace_kombu"
 ON_THE_SEAM = ["core", "orchestrator", "worker", "dead_letters", "celery"]
 #: What they may not import: backend implementations, the store, the Kombu transports.
 BEHIND_THE_SEAM = ("transport.redis", "transport.memory", "transport.amqp", "transport.sentinel", "transport.base",
-                   "redis_store", "backends.redis", "backends.memory", "backends.amqp")
+                   "redis_store", "backends.redis", "backends.memory", "backends.amqp",
+                   "results.memory", "results.redis", "results.sql")
+#: Modules below the clients, which may use the result-store protocol but not choose a store.
+BELOW_THE_CLIENTS = ["core", "worker", "dead_letters", "celery", "execution", "process_pool"]
 
 
 def module_name(path: Path) -> str:
@@ -85,3 +88,18 @@ def test_the_redis_store_is_kombu_free() -> None:
             source = path.read_text()
             assert "import kombu" not in source and "from kombu" not in source, name
             assert all(target.startswith(("redis_store", "errors", "queues")) for target in GRAPH[name]), name
+
+
+@pytest.mark.parametrize("module", BELOW_THE_CLIENTS)
+def test_only_the_orchestrator_chooses_a_result_store(module: str) -> None:
+    """The core and the Worker know the result-store protocol (``results.base``) alone; the
+    store is chosen by URL (``results.urls``, which needs the clients) in the Orchestrator."""
+    assert {name for name in GRAPH[module] if name.startswith("results")} <= {"results.base"}
+
+
+def test_result_stores_sit_behind_the_protocol() -> None:
+    """The stores import the protocol, the Redis store and the seam's types, never the
+    Orchestrator, the Worker or the core."""
+    for name in GRAPH:
+        if name.startswith("results.") and name != "results.urls":
+            assert not GRAPH[name] & {"orchestrator", "worker", "core", "clients", "celery"}, name

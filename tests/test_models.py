@@ -106,7 +106,7 @@ def test_queue_mapping_matches_the_readme_exactly() -> None:
 
 
 def test_execution_status_and_backend_type_values() -> None:
-    assert [status.value for status in ExecutionStatus] == ["queued", "running", "completed", "failed"]
+    assert [status.value for status in ExecutionStatus] == ["queued", "running", "completed", "failed", "cancelled"]
     assert [backend.value for backend in BackendType] == ["local", "redis", "rabbitmq"]
 
 

@@ -89,12 +89,20 @@ class RedisBackend(WithoutExchanges):
             self.store.delete(queue, if_empty=if_empty)
 
     def publish(self, queue: str, messages: Sequence[WireMessage], priority: int | None) -> None:
+        self.publish_recorded(queue, messages, priority)
+
+    def publish_recorded(
+        self, queue: str, messages: Sequence[WireMessage], priority: int | None,
+        records: Sequence[tuple[str, int]] = (), record_ttl: float = 0.0,
+    ) -> None:
+        """Publish, writing a job record QUEUED per message (``(job id, attempts)``, the
+        message's payload as the job) in the same script call."""
         items = [
             (json.dumps(encode_payload(message, "", queue, priority, delivery_tag())), priority or 0)
             for message in messages
         ]
         with self.errors(queue):
-            self.store.put(queue, items)
+            self.store.put(queue, items, records, record_ttl=record_ttl)
 
     def get(self, queue: str, *, ack: bool) -> Delivery | None:
         with self.errors(queue):

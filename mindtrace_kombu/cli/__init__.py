@@ -19,6 +19,7 @@ from .commands_bench import bench
 from .commands_dlq import dlq
 from .commands_jobs import publish, receive, submit
 from .commands_queues import declare, delete, purge, queues
+from .commands_results import job, jobs
 from .commands_worker import worker
 from .context import (
     EXIT_ABORTED,
@@ -110,7 +111,7 @@ def cli(
     ctx.call_on_close(state.close)
 
 
-for command in (queues, declare, publish, submit, receive, purge, delete, dlq, worker, bench):
+for command in (queues, declare, publish, submit, receive, purge, delete, dlq, worker, bench, job, jobs):
     cli.add_command(command)
 
 

@@ -13,6 +13,9 @@ key                                    type    contents
 ``<ns>:q:{<queue>}:wake``              list    a token per ready message, for BRPOP
 ``<ns>:q:{<queue>}:leases``            zset    lease id -> deadline (ms) while it holds messages
 ``<ns>:q:{<queue>}:inflight``          zset    ``<lease>|<score>|<id>`` of messages in flight
+``<ns>:q:{<queue>}:jobs``              zset    job id -> first publish (ms): the queue's job records
+``<ns>:job:{<id>}``                    hash    a job record: ``job``, ``queue``, ``status``, ``attempts``, ``created``
+``<ns>:job:{<id>}:done``               pubsub  the job's final status, for waiters
 ``<ns>:binding:<exchange>``            zset    Kombu exchange bindings -> deadline (the Kombu transport)
 ``<ns>:fanout:<exchange>``             pubsub  Kombu fanout messages (the Kombu transport)
 =====================================  ======  ===============================================
@@ -20,7 +23,9 @@ key                                    type    contents
 Every key of one queue carries the queue's name as a Redis Cluster hash tag (``{...}``), so each
 script touches a single slot. The name inside the tag has ``%``, ``{`` and ``}`` escaped, so it
 cannot end the tag early, and queue keys all start with ``<ns>:q:{``, which no other key does:
-no queue name, however chosen, can collide with another queue's or an internal key.
+no queue name, however chosen, can collide with another queue's or an internal key. A job
+record is tagged with its job id (escaped the same way), so each record update touches one slot;
+records and their queue index expire after the result TTL.
 """
 
 from __future__ import annotations
@@ -70,6 +75,19 @@ class Namespace:
         """The keys of queue ``name``, all in one hash slot (built once per queue)."""
         base = f"{self.root}:q:{{{name.translate(_ESCAPES)}}}:"
         return QueueKeys(*(base + kind for kind in ("meta", "ready", "bodies", "wake", "leases", "inflight")))
+
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 - as queue()
+    def job_index(self, queue: str) -> str:
+        """The ids of ``queue``'s job records by first publish time (in the queue's slot)."""
+        return f"{self.root}:q:{{{queue.translate(_ESCAPES)}}}:jobs"
+
+    def job(self, job_id: str) -> str:
+        """The record of job ``job_id``."""
+        return f"{self.root}:job:{{{job_id.translate(_ESCAPES)}}}"
+
+    def job_done(self, job_id: str) -> str:
+        """The pub/sub channel announcing job ``job_id``'s final status."""
+        return f"{self.job(job_id)}:done"
 
     def consumer_wake(self, consumer: str) -> str:
         """A consumer's own wake-up list: a token there ends its BRPOP (``RedisStore.wake``)."""

@@ -7,7 +7,7 @@ Key layout: :mod:`.keys`; scripts: ``lua/`` (each lists its KEYS and ARGV). Roun
 operation                     round trips
 ============================  ===============================================================
 declare                       1 (script and registry update, pipelined)
-put (n messages)              1 per 1,000 messages
+put (n messages)              1 per 1,000 messages (job records, if given, in the same script call)
 take / get / settle           1 (acks, requeues, expired leases and the take in one script)
 count, purge, release         1
 delete                        2 (the script, then the registry update: only once it succeeded)
@@ -21,6 +21,7 @@ Server-side cost is O(log n) per message for put and take; purge and delete are 
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
@@ -89,9 +90,9 @@ class RedisStore:
         self.lease_timeout = lease_timeout
         self._lease_ms = max(1, int(lease_timeout * 1000))
 
-    def _run(self, script: Any, queue: str, args: Sequence[Any]) -> Any:
+    def _run(self, script: Any, queue: str, args: Sequence[Any], extra_keys: Sequence[str] = ()) -> Any:
         try:
-            return script(self.client, self.namespace.queue(queue).all(), args)
+            return script(self.client, [*self.namespace.queue(queue).all(), *extra_keys], args)
         except ResponseError as exc:
             message = str(exc)
             if message.startswith("NOT_FOUND"):
@@ -153,12 +154,25 @@ class RedisStore:
 
     # -- messages --------------------------------------------------------------------------------
 
-    def put(self, queue: str, items: Sequence[tuple[bytes | str, int]]) -> int:
+    def put(
+        self, queue: str, items: Sequence[tuple[bytes | str, int]], records: Sequence[tuple[str, int]] = (),
+        *, record_ttl: float = 0.0,
+    ) -> int:
         """Put ``(payload, priority)`` items in order; priorities above the queue's maximum
-        are capped at it, and ignored on fifo and stack queues. Returns how many."""
+        are capped at it, and ignored on fifo and stack queues. Returns how many.
+
+        ``records`` (``(job id, attempts)`` per item, or none) are written QUEUED in the same
+        script call, each holding its item's payload (:mod:`.records`), expiring after
+        ``record_ttl`` seconds."""
         for start in range(0, len(items), _PUT_CHUNK):
-            args = [part for payload, priority in items[start:start + _PUT_CHUNK] for part in (payload, priority)]
-            self._run(_PUT, queue, args)
+            chunk = items[start:start + _PUT_CHUNK]
+            args: list[Any] = [part for payload, priority in chunk for part in (payload, priority)]
+            keys: list[str] = []
+            if records:
+                batch = records[start:start + _PUT_CHUNK]
+                keys = [self.namespace.job_index(queue), *(self.namespace.job(job_id) for job_id, _ in batch)]
+                args += [int(record_ttl * 1000), queue, int(time.time() * 1000), *(part for record in batch for part in record)]
+            self._run(_PUT, queue, args, keys)
         return len(items)
 
     def take(

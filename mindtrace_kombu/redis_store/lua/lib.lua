@@ -81,3 +81,25 @@ local function keep_ttl()
     for i = 2, 6 do redis.call('PEXPIRE', KEYS[i], ttl) end
   end
 end
+
+-- Write a job record (a hash in the job's own slot): the job under `field` ('job': the encoded
+-- job; 'payload': the message payload holding it), queue, status, attempts; the outcome columns a
+-- worker wrote are cleared, the last error kept (a retry waits with it). A record new to its
+-- queue's index gets its creation time there and in the hash. It expires ttl ms after its last
+-- write; call keep_index once per batch.
+local function save_record(key, index, id, queue, status, field, data, attempts, ttl, now)
+  if redis.call('ZADD', index, 'NX', now, id) == 1 then
+    redis.call('HSET', key, field, data, 'queue', queue, 'status', status, 'attempts', attempts, 'created', now)
+  else
+    redis.call('HDEL', key, 'job', 'payload', 'started_at', 'completed_at', 'output', 'dead_lettered')
+    redis.call('HSET', key, field, data, 'queue', queue, 'status', status, 'attempts', attempts)
+  end
+  redis.call('PEXPIRE', key, ttl)
+end
+
+-- A queue's job index expires with its last record; with `prune`, entries older than the TTL
+-- (their records are gone) are dropped.
+local function keep_index(index, ttl, now, prune)
+  if prune then redis.call('ZREMRANGEBYSCORE', index, '-inf', now - ttl) end
+  redis.call('PEXPIRE', index, ttl)
+end

@@ -1,12 +1,18 @@
 -- Put messages; returns how many. Priorities above the queue's max_priority are capped.
--- KEYS: the six queue keys (lib.lua)    ARGV: (payload, priority) per message
+-- KEYS: the six queue keys (lib.lua); with job records also the queue's job index, then one
+--       record key per message
+-- ARGV: (payload, priority) per message; with job records then the TTL (ms), the queue name, the
+--       time (ms) and (job id, attempts) per message, recorded QUEUED with the payload as the job
+--       (save_record); the index is pruned once per 64 messages published to the queue
 exists_or_error()
 local spec = redis.call('HMGET', KEYS[1], 'type', 'max')
 local kind, max = spec[1], tonumber(spec[2]) or 0
-local count = #ARGV / 2
+local records = #KEYS > 6
+local count = records and (#KEYS - 7) or #ARGV / 2
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', count) - count
+local first = seq
 local tokens = {}
-for i = 1, #ARGV, 2 do
+for i = 1, 2 * count, 2 do
   seq = seq + 1
   local priority, order = 0, seq
   if kind == 'priority' then
@@ -21,4 +27,12 @@ for i = 1, #ARGV, 2 do
 end
 redis.call('LPUSH', KEYS[4], unpack(tokens))
 keep_ttl()
+if records then
+  local base, ttl, now = 2 * count, tonumber(ARGV[2 * count + 1]), tonumber(ARGV[2 * count + 3])
+  for j = 1, count do
+    local at = base + 2 + 2 * j
+    save_record(KEYS[7 + j], KEYS[7], ARGV[at], ARGV[base + 2], 'queued', 'payload', ARGV[2 * j - 1], ARGV[at + 1], ttl, now)
+  end
+  keep_index(KEYS[7], ttl, now, math.floor(first / 64) ~= math.floor(seq / 64))
+end
 return count
