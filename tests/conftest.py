@@ -22,7 +22,7 @@ REDIS_URL = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
 #: nothing else on the database (other runs, other users of db 0) is read or touched; the job
 #: records they leave expire after 15 minutes.
 TEST_KEYPREFIX = f"mindtrace-test-{uuid.uuid4().hex[:8]}:"
-REDIS_TEST_URL = f"{REDIS_URL}{'&' if '?' in REDIS_URL else '?'}global_keyprefix={TEST_KEYPREFIX}&result_expires=900"
+REDIS_TEST_URL = f"{REDIS_URL}{'&' if '?' in REDIS_URL else '?'}result_expires=900&global_keyprefix={TEST_KEYPREFIX}"
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@localhost:5672//")
 REQUIRE_BROKERS = os.environ.get("MINDTRACE_REQUIRE_BROKERS") == "1"
 
