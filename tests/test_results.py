@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from mindtrace_kombu import ExecutionStatus, Job, Orchestrator
-from mindtrace_kombu.clients import LocalClient
+from mindtrace_kombu.clients import LocalClient, client_from_url
 from mindtrace_kombu.errors import (
     BrokerUnavailable, JobNotFound, ResultsNotConfigured, ResultStoreUnavailable, WaitTimeout,
 )
@@ -283,8 +283,10 @@ def test_default_redis_records_are_written_by_the_publish_script() -> None:
             orchestrator.publish(queue, job)
             assert len(sent) == 1  # the put script, with the record
             assert orchestrator.get_job(job.id).status is ExecutionStatus.QUEUED  # type: ignore[union-attr]
+            # expiring after the broker URL's result_expires (the tests' 900 s; by default 24 h)
             ttl = redis.Redis.from_url(REDIS_URL).pttl(f"{TEST_KEYPREFIX}mindtrace:job:{{{job.id}}}")
-            assert 23 * 3600 * 1000 < ttl <= 24 * 3600 * 1000
+            assert client.result_expires == 900 and 800 * 1000 < ttl <= 900 * 1000  # type: ignore[attr-defined]
+            assert client_from_url(REDIS_URL).result_expires == 24 * 3600  # type: ignore[attr-defined]
         finally:
             drop_queues(orchestrator, queue)
 
