@@ -18,6 +18,7 @@ job serializer through a backend of their own, so the host's ``task_serializer``
 from __future__ import annotations
 
 import functools
+import os
 import weakref
 from types import ModuleType
 from typing import Any, Callable, Mapping
@@ -32,6 +33,10 @@ from .transport import MEMORY_TRANSPORT, REDIS_TRANSPORT
 from .errors import JobsError
 from .models import ExecutionStatus, Job
 from .core import OutgoingMessage, job_message
+from .execution import complete, describe, fail, start
+from .recording import record_finished, record_started
+from .results.base import Outcome, Recorder
+from .results.urls import choose_result_store
 from .queues import QueueSpec, validate_queue_name
 from .serialization import ACCEPT, CONTENT_TYPE, SERIALIZER
 
@@ -162,6 +167,33 @@ def _job_task_class() -> type:
         def backend(self, value: Any) -> None:
             self._backend = value
 
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            """Run the task; a job is recorded in the Orchestrator's result store as a worker of
+            this package records it: RUNNING, then COMPLETED with its output, FAILED, or QUEUED
+            with the error while Celery retries it. A job cancelled before it started is
+            ignored (Celery's ``Ignore``: acknowledged, not run)."""
+            recorder = _task_recorder(self.app)
+            job = args[0] if args and isinstance(args[0], Job) else None
+            if recorder.store is None or job is None or self.job_queue is None:
+                return super().__call__(*args, **kwargs)
+            queue = self.job_queue
+            if not record_started(recorder, queue, [job])[0]:
+                raise celery.exceptions.Ignore(f"job {job.id} was cancelled")
+            started = start(job)
+            try:
+                value = super().__call__(*args, **kwargs)
+            except celery.exceptions.Retry as exc:  # Celery sends it again
+                fail(job, started, *describe(exc.exc if isinstance(exc.exc, BaseException) else exc))
+                record_finished(recorder, queue, [Outcome.of(job, retrying=True)])
+                raise
+            except Exception as exc:
+                fail(job, started, *describe(exc))
+                record_finished(recorder, queue, [Outcome.of(job)])
+                raise
+            complete(job, started, value)
+            record_finished(recorder, queue, [Outcome.of(job)])
+            return value
+
         def apply_async(self, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
             """Celery's ``apply_async`` (behind ``delay`` and ``retry`` too), sent to
             :attr:`job_queue` by default and never declaring the queue: the Orchestrator
@@ -173,6 +205,19 @@ def _job_task_class() -> type:
 
     JobTask.__qualname__ = "JobTask"
     return JobTask
+
+
+_recorders: weakref.WeakKeyDictionary[Any, tuple[int, Recorder]] = weakref.WeakKeyDictionary()
+
+
+def _task_recorder(app: Any) -> Recorder:
+    """The result store of ``app``'s job tasks, as ``Orchestrator.from_celery(app)`` chooses it
+    (``MINDTRACE_RESULT_BACKEND``, else the broker's Redis); one per app and process (a prefork
+    child makes its own)."""
+    cached = _recorders.get(app)
+    if cached is None or cached[0] != os.getpid():
+        cached = _recorders[app] = (os.getpid(), Recorder(choose_result_store(celery_client(app), None)))
+    return cached[1]
 
 
 def __getattr__(name: str) -> Any:

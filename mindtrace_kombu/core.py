@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import logging
-import threading
 import time
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, Protocol, Sequence, TypeVar
 
@@ -32,7 +30,7 @@ from .errors import (
 from .exchanges import validate_exchange, validate_routing_key
 from .models import QUEUE_MAPPING, Job, JobType
 from .queues import QueueSpec, dead_letter_queue_name, validate_queue_name
-from .results.base import ResultStore, job_record
+from .results.base import Recorder, ResultStore, job_record
 from .serialization import SERIALIZER
 
 __all__ = ["BrokerClient", "MessageBuilder", "OutgoingMessage", "QueueOperations", "job_message"]
@@ -40,7 +38,6 @@ __all__ = ["BrokerClient", "MessageBuilder", "OutgoingMessage", "QueueOperations
 _POLL_MIN, _POLL_MAX = 0.001, 0.02  # receive_message(timeout=...) poll backoff, seconds
 _RETRY_BACKOFF, _RETRY_BACKOFF_MAX = 0.2, 2.0  # reconnect backoff, seconds
 _T = TypeVar("_T")
-logger = logging.getLogger(__name__)
 
 
 class OutgoingMessage(NamedTuple):
@@ -103,9 +100,7 @@ class QueueOperations:
         results: ResultStore | None = None,
     ) -> None:
         check_count("connection_retries", connection_retries, minimum=0)
-        self.results = results
-        self.record_failures = 0  # job records that could not be written (the jobs went on)
-        self._failures_lock = threading.Lock()
+        self.recorder = Recorder(results)
         self.client = client
         self.backend: Backend = self.client.open_backend()
         self.connection_retries = connection_retries
@@ -128,25 +123,14 @@ class QueueOperations:
             if self.results is not None:
                 self.results.close()
 
-    def record(self, action: Callable[[ResultStore], _T], default: _T,
-               on_failure: Callable[[], None] | None = None) -> _T:
-        """Write to the result store; without one, or when it fails (logged, counted in
-        :attr:`record_failures` and by ``on_failure``), ``default``. Never raises: a store
-        that is down must not stop jobs."""
-        if self.results is None:
-            return default
-        try:
-            return action(self.results)
-        except Exception as exc:  # noqa: BLE001
-            self._record_failed(exc)
-            if on_failure is not None:
-                on_failure()
-            return default
+    @property
+    def results(self) -> ResultStore | None:
+        """Where job records are kept (:mod:`.results`), or None."""
+        return self.recorder.store
 
-    def _record_failed(self, exc: Exception) -> None:
-        with self._failures_lock:
-            self.record_failures += 1
-        logger.warning("job record not written, the job goes on: %s", exc)
+    @results.setter
+    def results(self, store: ResultStore | None) -> None:
+        self.recorder.store = store
 
     def _run(self, operation: Callable[[], _T]) -> _T:
         """Run one backend operation; after a broken connection retry it up to
@@ -351,7 +335,7 @@ class QueueOperations:
         if exchange is None:
             self._send(queue_name, messages, priority, jobs)
         else:
-            self.record(lambda results: results.save(queue_name, [job_record(job, m) for job, m in zip(jobs, messages)]), None)
+            self.recorder.record(lambda results: results.save(queue_name, [job_record(job, m) for job, m in zip(jobs, messages)]), None)
             self._run(lambda: self.backend.publish_to_exchange(
                 exchange, str(routing_key), messages, priority, label=queue_name
             ))
@@ -379,7 +363,7 @@ class QueueOperations:
             if results is None or not jobs:
                 self.backend.publish(queue_name, messages, priority)
             else:
-                results.publish(self.backend, queue_name, messages, priority, jobs, self._record_failed)
+                results.publish(self.backend, queue_name, messages, priority, jobs, self.recorder.failed)
 
         try:
             self._run(send)

@@ -8,7 +8,7 @@ consumption (:mod:`.worker`, :mod:`.dead_letters`), which build on the operation
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from .celery import CeleryTaskMessages, celery_client
 from .clients import Client, LocalClient, client_from_url
@@ -21,29 +21,13 @@ from .errors import JobNotFound, ResultsNotConfigured, WaitTimeout
 from .models import ExecutionStatus, Job, JobType
 from .queues import validate_queue_name
 from .results.base import ResultStore
-from .results.urls import default_result_store, result_backend_from_env, result_store_from_url
+from .results.urls import Results, choose_result_store, result_backend_from_env
 from .worker import Handler, RetryPolicy, Worker, WorkerStats, claim
 
 __all__ = ["MessageBuilder", "Orchestrator", "OutgoingMessage", "job_message"]
 
 
 _ORCHESTRATOR_OPTIONS = ("routes", "connection_retries", "limits", "results")
-
-#: A result store, its URL, None (``MINDTRACE_RESULT_BACKEND``, else the broker's default) or False (none).
-Results = ResultStore | str | None | Literal[False]
-
-
-def _result_store(client: Client, results: Results) -> ResultStore | None:
-    if results is False:
-        return None
-    if results is None:
-        results = result_backend_from_env()
-        if results is None:
-            return default_result_store(client)
-    if isinstance(results, str):
-        return result_store_from_url(results, connect_timeout=client.connect_timeout)
-    return results
-
 
 class Orchestrator(QueueOperations):
     """Declare queues, publish and receive jobs, on any backend; consume them at least once.
@@ -78,7 +62,7 @@ class Orchestrator(QueueOperations):
         client = LocalClient() if client is None else client
         super().__init__(
             client, routes=routes, connection_retries=connection_retries,
-            message_builder=message_builder, limits=limits, results=_result_store(client, results),
+            message_builder=message_builder, limits=limits, results=choose_result_store(client, results),
         )
 
     @classmethod

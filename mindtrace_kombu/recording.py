@@ -6,7 +6,7 @@
   commit: whatever finished while the last write was in flight goes in the next), each before
   its job is settled, so a settled job's record is never behind. Handler threads do not wait.
 
-A store that fails is logged and counted (``QueueOperations.record``); the jobs go on.
+A store that fails is logged and counted (:class:`~.results.base.Recorder`); the jobs go on.
 """
 
 from __future__ import annotations
@@ -15,40 +15,39 @@ import threading
 from collections import defaultdict
 from typing import Callable, Sequence
 
-from .core import QueueOperations
 from .execution import utc_now
 from .models import Job
-from .results.base import CANCELLED, MISSING, Outcome, ResultStore, job_record
+from .results.base import CANCELLED, MISSING, Outcome, Recorder, ResultStore, job_record
 
 __all__ = ["OutcomeWriter", "record_finished", "record_started"]
 
 
 def record_started(
-    operations: QueueOperations, queue: str, jobs: Sequence[Job], on_failure: Callable[[], None] | None = None
+    recorder: Recorder, queue: str, jobs: Sequence[Job], on_failure: Callable[[], None] | None = None
 ) -> list[bool]:
     """Record ``jobs`` (just taken from ``queue``) RUNNING; per job, whether to run it (False:
     cancelled). One store call; jobs published without a record get one (two more)."""
-    if operations.results is None or not jobs:
+    if recorder.store is None or not jobs:
         return [True] * len(jobs)
     started_at = utc_now()
     ids = [job.id for job in jobs]
-    found = operations.record(lambda results: results.start(queue, ids, started_at), [1] * len(jobs), on_failure)
+    found = recorder.record(lambda results: results.start(queue, ids, started_at), [1] * len(jobs), on_failure)
     missing = [job for job, attempts in zip(jobs, found) if attempts == MISSING]
     if missing:
         def create(results: ResultStore) -> None:
             results.save(queue, [job_record(job) for job in missing])
             results.start(queue, [job.id for job in missing], started_at)
 
-        operations.record(create, None, on_failure)
+        recorder.record(create, None, on_failure)
     return [attempts != CANCELLED for attempts in found]
 
 
 def record_finished(
-    operations: QueueOperations, queue: str, outcomes: Sequence[Outcome], on_failure: Callable[[], None] | None = None
+    recorder: Recorder, queue: str, outcomes: Sequence[Outcome], on_failure: Callable[[], None] | None = None
 ) -> None:
     """Write ``outcomes`` of ``queue``'s jobs (one store call)."""
-    if operations.results is not None and outcomes:
-        operations.record(lambda results: results.finish(queue, outcomes), None, on_failure)
+    if outcomes:
+        recorder.record(lambda results: results.finish(queue, outcomes), None, on_failure)
 
 
 class OutcomeWriter:
@@ -58,10 +57,10 @@ class OutcomeWriter:
     a lone job's outcome is written at once."""
 
     def __init__(
-        self, operations: QueueOperations, on_failure: Callable[[], None] | None = None, *,
+        self, recorder: Recorder, on_failure: Callable[[], None] | None = None, *,
         busy: Callable[[], bool] = lambda: False, linger: float = 0.002, batch: int = 100,
     ) -> None:
-        self._operations = operations
+        self._recorder = recorder
         self._on_failure = on_failure
         self._busy, self._linger, self._batch = busy, linger, batch
         self._queued: list[tuple[str, Outcome, Callable[[], None]]] = []
@@ -96,6 +95,6 @@ class OutcomeWriter:
             for queue, finished, _ in batch:
                 by_queue[queue].append(finished)
             for queue, outcomes in by_queue.items():
-                record_finished(self._operations, queue, outcomes, self._on_failure)
+                record_finished(self._recorder, queue, outcomes, self._on_failure)
             for _, _, then in batch:
                 then()

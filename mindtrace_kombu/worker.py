@@ -192,7 +192,7 @@ def _bury(orchestrator: QueueOperations, delivery: Delivery, result: Result) -> 
 def _settle_failure(orchestrator: QueueOperations, delivery: Delivery, result: Result, policy: RetryPolicy) -> str:
     """Record, then retry now or dead-letter; returns the outcome."""
     retrying = result.job.attempts <= policy.retries_for(result.job)
-    record_finished(orchestrator, delivery.queue, [Outcome.of(result.job, retrying=retrying)])
+    record_finished(orchestrator.recorder, delivery.queue, [Outcome.of(result.job, retrying=retrying)])
     if retrying:
         _requeue_copy(orchestrator, delivery, result.job)
         return "retried"
@@ -217,7 +217,7 @@ def claim(
             yield None
             return
         job = _decode(orchestrator, delivery)
-        if record_started(orchestrator, queue, [job])[0]:
+        if record_started(orchestrator.recorder, queue, [job])[0]:
             break
         delivery.ack()
     started = start(job)
@@ -227,7 +227,7 @@ def claim(
         _settle_failure(orchestrator, delivery, fail(job, started, *describe(exc)), policy)
         raise
     complete(job, started)
-    record_finished(orchestrator, queue, [Outcome.of(job)])
+    record_finished(orchestrator.recorder, queue, [Outcome.of(job)])
     delivery.ack()
 
 
@@ -358,7 +358,7 @@ class Worker:
                 if not self._stopping.is_set():
                     self._threads = DaemonThreadPool(self.concurrency, "mindtrace-worker")
                     if self.orchestrator.results is not None:
-                        self._outcomes = OutcomeWriter(self.orchestrator, self._count_record_failure, busy=self._busy)
+                        self._outcomes = OutcomeWriter(self.orchestrator.recorder, self._count_record_failure, busy=self._busy)
                     if self.pool == "processes":
                         self._processes = ProcessPool(self.handler, self.concurrency, self.time_limit)
                     self._consume_reconnecting(until_empty)
@@ -502,7 +502,7 @@ class Worker:
             taken.setdefault(delivery.queue, []).append((delivery, job))
         assert self._threads is not None
         for queue, batch in taken.items():
-            runs = record_started(self.orchestrator, queue, [job for _, job in batch], self._count_record_failure)
+            runs = record_started(self.orchestrator.recorder, queue, [job for _, job in batch], self._count_record_failure)
             for (delivery, job), run in zip(batch, runs):
                 if not run:
                     self._skip(delivery, job)

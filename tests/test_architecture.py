@@ -17,7 +17,9 @@ BEHIND_THE_SEAM = ("transport.redis", "transport.memory", "transport.amqp", "tra
                    "redis_store", "backends.redis", "backends.memory", "backends.amqp",
                    "results.memory", "results.redis", "results.sql")
 #: Modules below the clients, which may use the result-store protocol but not choose a store.
-BELOW_THE_CLIENTS = ["core", "worker", "dead_letters", "celery", "execution", "process_pool"]
+#: Modules that know the result-store protocol alone: the store is chosen where clients are known
+#: (the Orchestrator, and the Celery bridge for the job tasks it defines).
+PROTOCOL_ONLY = ["core", "worker", "recording", "dead_letters", "execution", "process_pool"]
 
 
 def module_name(path: Path) -> str:
@@ -90,10 +92,11 @@ def test_the_redis_store_is_kombu_free() -> None:
             assert all(target.startswith(("redis_store", "errors", "queues")) for target in GRAPH[name]), name
 
 
-@pytest.mark.parametrize("module", BELOW_THE_CLIENTS)
-def test_only_the_orchestrator_chooses_a_result_store(module: str) -> None:
+@pytest.mark.parametrize("module", PROTOCOL_ONLY)
+def test_only_the_orchestrator_and_the_bridge_choose_a_result_store(module: str) -> None:
     """The core and the Worker know the result-store protocol (``results.base``) alone; the
-    store is chosen by URL (``results.urls``, which needs the clients) in the Orchestrator."""
+    store is chosen by URL (``results.urls``, which needs the clients) in the Orchestrator and
+    in the Celery bridge."""
     assert {name for name in GRAPH[module] if name.startswith("results")} <= {"results.base"}
 
 

@@ -19,6 +19,7 @@ import redis
 from mindtrace_kombu import ExecutionStatus, Job, JobSchema, JobType, Orchestrator
 from mindtrace_kombu.celery import job_result, job_status
 from mindtrace_kombu.config import exact_order_transport
+from mindtrace_kombu.errors import ResultsNotConfigured
 from tests.celery_test_app_harness import CeleryWorker, celery_worker, wait_until
 from tests.celery_test_app_models import CeleryInput, CeleryOutput
 from tests.conftest import AMQP_URL, REDIS_URL, make_client, unique
@@ -112,6 +113,8 @@ def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
                 pass
         for job in state.jobs + [job for job, _ in state.batch]:
             job_result(app, job).forget()
+            if orchestrator.results is not None:
+                orchestrator.forget(job.id)
         orchestrator.close()
 
 
@@ -137,6 +140,15 @@ def test_each_job_runs_once_with_its_typed_payload(run: CeleryRun) -> None:
     assert [job_status(run.result(job)) for job in jobs] == [ExecutionStatus.COMPLETED] * len(jobs)
     if run.app.conf.broker_url.startswith("redis"):  # the worker's acks reached Redis, not a buffer
         assert _unacked_on_redis(queue, within=10) == 0
+        # and the worker recorded each job in the Orchestrator's store (the broker's
+        # Redis): completed, one attempt, the typed output
+        for job, output in zip(jobs, outputs):
+            record = run.orchestrator.get_job(job.id)
+            assert record is not None and record.status is ExecutionStatus.COMPLETED and record.attempts == 1
+            assert record.payload.output == output and record.started_at and record.completed_at
+    else:  # RabbitMQ has no result store by default: nothing recorded, and the calls say so
+        with pytest.raises(ResultsNotConfigured):
+            run.orchestrator.get_job(jobs[0].id)
 
 
 def _unacked_on_redis(queue: str, within: float) -> int:
@@ -181,6 +193,11 @@ def test_failing_task_is_retried_by_celery_and_its_final_state_is_visible(run: C
     assert job_status(run.result(recovers)) is ExecutionStatus.COMPLETED
     assert job_status(run.result(gives_up)) is ExecutionStatus.FAILED
     assert run.result(gives_up).state == "FAILURE"
+    if run.orchestrator.results is not None:  # Redis: Celery's retries are the record's attempts
+        done, failed = run.orchestrator.get_job(recovers.id), run.orchestrator.get_job(gives_up.id)
+        assert done is not None and (done.status, done.attempts, done.error) == (ExecutionStatus.COMPLETED, 2, None)
+        assert failed is not None and (failed.status, failed.attempts) == (ExecutionStatus.FAILED, 3)
+        assert failed.error is not None and failed.error.startswith("RuntimeError: attempt 2")
 
 
 def test_job_for_an_unregistered_task_is_recorded_as_failed_not_lost(run: CeleryRun) -> None:
@@ -197,3 +214,43 @@ def test_job_for_an_unregistered_task_is_recorded_as_failed_not_lost(run: Celery
     assert job_status(run.result(job)) is ExecutionStatus.FAILED
     assert wait_until(lambda: run.orchestrator.count_queue_messages(run.queues["unregistered"]) == 0)
     assert "Received unregistered task of type 'mindtrace_test.no_such_task'" in run.worker.log()  # type: ignore[union-attr]
+
+
+def test_a_prefork_worker_records_jobs_and_skips_a_cancelled_one(tmp_path: Path) -> None:
+    # Given jobs on a Redis task queue, one of them cancelled before any worker runs
+    make_client("redis")
+    app = celery.Celery("producer")
+    app.conf.update(broker_url=REDIS_URL, broker_transport=exact_order_transport(REDIS_URL), result_backend=REDIS_URL)
+    queue = unique("celery-prefork-records")
+    orchestrator = Orchestrator.from_celery(app, tasks={queue: TASKS["double"]})
+    jobs = [make_job(value) for value in range(1, 7)]
+    cancelled = jobs[2]
+    try:
+        orchestrator.declare_queue(queue)
+        orchestrator.publish_many(queue, jobs)
+        assert orchestrator.cancel(cancelled.id)
+        env = {"CELERY_TEST_BROKER": REDIS_URL, "CELERY_TEST_RESULT_BACKEND": REDIS_URL,
+               "CELERY_TEST_QUEUES": json.dumps({"double": queue}), "CELERY_TEST_LOG": str(tmp_path / "runs.jsonl")}
+        worker = CeleryWorker("tests.celery_test_app", [queue], env, tmp_path / "worker.log", unique("prefork"),
+                              pool="prefork", concurrency=2)
+        try:
+            # When a prefork worker (two children) has drained the queue
+            done = [job for job in jobs if job is not cancelled]
+            outputs = [job_result(app, job).get(timeout=RESULT_TIMEOUT) for job in done]
+            wait_until(lambda: f"[{cancelled.id}] ignored" in worker.log())  # Celery's log of an Ignore
+            # Then every record is complete with its typed output, and the cancelled job never ran
+            for job, output in zip(done, outputs):
+                record = orchestrator.wait_for(job.id, timeout=RESULT_TIMEOUT)
+                assert (record.status, record.attempts, record.payload.output) == (ExecutionStatus.COMPLETED, 1, output)
+            skipped = orchestrator.get_job(cancelled.id)
+            assert skipped is not None and skipped.status is ExecutionStatus.CANCELLED, worker.log()
+            runs = [json.loads(line)["job"] for line in (tmp_path / "runs.jsonl").read_text().splitlines()]
+            assert sorted(runs) == sorted(job.id for job in done)
+        finally:
+            worker.stop()
+    finally:
+        orchestrator.delete_queue(queue)
+        for job in jobs:
+            job_result(app, job).forget()
+            orchestrator.forget(job.id)
+        orchestrator.close()

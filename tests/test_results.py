@@ -305,7 +305,7 @@ def test_a_store_that_is_down_loses_no_job(results: str) -> None:
             stats = orchestrator.consume(queue, lambda job: None, until_empty=True)
             # Then they ran, the failures to record were counted, and reads say why
             assert stats.completed == 1 and stats.record_failures == 2
-            assert orchestrator.record_failures >= 3
+            assert orchestrator.recorder.failures >= 3
             with pytest.raises(ResultStoreUnavailable) as caught:
                 orchestrator.get_job(job.id)
             assert caught.value.reason == "refused" and isinstance(caught.value, BrokerUnavailable)

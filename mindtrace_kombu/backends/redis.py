@@ -93,10 +93,10 @@ class RedisBackend(WithoutExchanges):
 
     def publish_recorded(
         self, queue: str, messages: Sequence[WireMessage], priority: int | None,
-        records: Sequence[tuple[str, int]] = (), record_ttl: float = 0.0,
+        records: Sequence[tuple[str, int, bytes | str]] = (), record_ttl: float = 0.0,
     ) -> None:
-        """Publish, writing a job record QUEUED per message (``(job id, attempts)``, the
-        message's payload as the job) in the same script call."""
+        """Publish, writing a job record QUEUED per message in the same script call
+        (``(job id, attempts, job data)``; empty data: the message's payload holds the job)."""
         items = [
             (json.dumps(encode_payload(message, "", queue, priority, delivery_tag())), priority or 0)
             for message in messages

@@ -155,22 +155,22 @@ class RedisStore:
     # -- messages --------------------------------------------------------------------------------
 
     def put(
-        self, queue: str, items: Sequence[tuple[bytes | str, int]], records: Sequence[tuple[str, int]] = (),
+        self, queue: str, items: Sequence[tuple[bytes | str, int]], records: Sequence[tuple[str, int, bytes | str]] = (),
         *, record_ttl: float = 0.0,
     ) -> int:
         """Put ``(payload, priority)`` items in order; priorities above the queue's maximum
         are capped at it, and ignored on fifo and stack queues. Returns how many.
 
-        ``records`` (``(job id, attempts)`` per item, or none) are written QUEUED in the same
-        script call, each holding its item's payload (:mod:`.records`), expiring after
-        ``record_ttl`` seconds."""
+        ``records`` (``(job id, attempts, job data)`` per item, or none) are written QUEUED in
+        the same script call (:mod:`.records`), holding the job data, or the item's payload when
+        the data is empty; they expire after ``record_ttl`` seconds."""
         for start in range(0, len(items), _PUT_CHUNK):
             chunk = items[start:start + _PUT_CHUNK]
             args: list[Any] = [part for payload, priority in chunk for part in (payload, priority)]
             keys: list[str] = []
             if records:
                 batch = records[start:start + _PUT_CHUNK]
-                keys = [self.namespace.job_index(queue), *(self.namespace.job(job_id) for job_id, _ in batch)]
+                keys = [self.namespace.job_index(queue), *(self.namespace.job(record[0]) for record in batch)]
                 args += [int(record_ttl * 1000), queue, int(time.time() * 1000), *(part for record in batch for part in record)]
             self._run(_PUT, queue, args, keys)
         return len(items)

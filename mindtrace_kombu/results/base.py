@@ -22,10 +22,12 @@ one by URL. Store failures raise :class:`~..errors.ResultStoreUnavailable`.
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence, TypeVar
 
 from ..backends.base import Backend, WireMessage
 from ..errors import ResultStoreUnavailable
@@ -34,9 +36,12 @@ from ..redis_store.records import JobRecord
 from ..serialization import JOB_PREFIX, dumps, loads
 
 __all__ = [
-    "CANCELLED", "DEFAULT_TTL", "FINISH_COLUMNS", "MISSING", "OUTCOME_COLUMNS", "JobRecord", "Outcome", "ResultStore",
+    "CANCELLED", "DEFAULT_TTL", "FINISH_COLUMNS", "MISSING", "OUTCOME_COLUMNS", "JobRecord", "Outcome", "Recorder", "ResultStore",
     "job_record", "overlay", "read_record", "unavailable",
 ]
+
+logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 #: Seconds a Redis record lives after its last change (Celery's ``result_expires`` default).
 DEFAULT_TTL = 24 * 3600.0
@@ -60,9 +65,9 @@ def unavailable(url: str, exc: BaseException) -> ResultStoreUnavailable:
 
 
 def job_record(job: Job, message: WireMessage | None = None) -> JobRecord:
-    """The record of ``job``; a message that is the job itself (the default message builder,
-    not compressed) lends its encoded body, so the job is not encoded twice."""
-    if message is not None and message.body.startswith(JOB_PREFIX) and "compression" not in message.headers:
+    """The record of ``job``; a message whose body is the job itself (the default message
+    builder, uncompressed) lends it, so the job is not encoded twice."""
+    if message is not None and message.body.startswith(JOB_PREFIX):
         return JobRecord(job.id, message.body, job.attempts)
     return JobRecord(job.id, dumps(job), job.attempts)
 
@@ -116,6 +121,35 @@ def overlay(job: Job, status: str, attempts: int, columns: Mapping[str, str | by
     job.error, job.traceback = text.get("error"), text.get("traceback")
     job.dead_lettered = bool(text.get("dead_lettered"))
     return job
+
+
+class Recorder:
+    """Writes to a result store, or to none, and never raises: a store that fails is logged and
+    counted in :attr:`failures`; the jobs go on. Thread-safe."""
+
+    def __init__(self, store: ResultStore | None) -> None:
+        self.store = store
+        self.failures = 0
+        self._lock = threading.Lock()
+
+    def record(self, action: Callable[[ResultStore], _T], default: _T, on_failure: Callable[[], None] | None = None) -> _T:
+        """``action(store)``; without a store, or when it fails (then ``on_failure()`` too), ``default``."""
+        store = self.store
+        if store is None:
+            return default
+        try:
+            return action(store)
+        except Exception as exc:  # noqa: BLE001 - a store that is down must not stop jobs
+            self.failed(exc)
+            if on_failure is not None:
+                on_failure()
+            return default
+
+    def failed(self, exc: Exception) -> None:
+        """Log and count a write that failed."""
+        with self._lock:
+            self.failures += 1
+        logger.warning("job record not written, the job goes on: %s", exc)
 
 
 class ResultStore(ABC):

@@ -12,6 +12,7 @@ from ..backends.base import Backend, WireMessage
 from ..models import ExecutionStatus, Job
 from ..redis_store import Namespace
 from ..redis_store.records import JobRecord, RecordStore, StoredRecord
+from ..serialization import JOB_PREFIX, dumps
 from ..backends.wire import decode_payload
 from ..decoding import DEFAULT_LIMITS, decode_job
 from .base import (
@@ -63,7 +64,9 @@ class RedisResultStore(ResultStore):
     ) -> None:
         publish_recorded = getattr(backend, "publish_recorded", None) if self.shares_broker else None
         if publish_recorded is not None:  # the Redis backend: records in its put script
-            publish_recorded(queue, messages, priority, [(job.id, job.attempts) for job in jobs], self.records.ttl)
+            records = [(job.id, job.attempts, b"" if message.body.startswith(JOB_PREFIX) else dumps(job))
+                       for job, message in zip(jobs, messages)]  # a job body is not sent twice
+            publish_recorded(queue, messages, priority, records, self.records.ttl)
         else:
             super().publish(backend, queue, messages, priority, jobs, on_failure)
 

@@ -17,7 +17,7 @@ own Redis and namespace (records written by the publish script), RabbitMQ none.
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from typing import Literal, Mapping, Union
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from kombu.utils.url import maybe_sanitize_url
@@ -28,7 +28,7 @@ from .base import DEFAULT_TTL, ResultStore
 from .memory import MemoryResultStore
 from .redis import RedisResultStore
 
-__all__ = ["RESULT_BACKEND_VARIABLE", "default_result_store", "result_backend_from_env", "result_store_from_url"]
+__all__ = ["RESULT_BACKEND_VARIABLE", "Results", "choose_result_store", "default_result_store", "result_backend_from_env", "result_store_from_url"]
 
 #: Environment variable naming the result store.
 RESULT_BACKEND_VARIABLE = "MINDTRACE_RESULT_BACKEND"
@@ -87,3 +87,20 @@ def default_result_store(client: Client) -> ResultStore | None:
         return RedisResultStore(client.redis_client(), client.namespace, url=client.url, ttl=client.result_expires,
                                 shares_broker=True)
     return None
+
+
+#: A result store, its URL, None (``MINDTRACE_RESULT_BACKEND``, else the broker's default) or False (none).
+Results = Union[ResultStore, str, None, Literal[False]]
+
+
+def choose_result_store(client: Client, results: Results) -> ResultStore | None:
+    """The store ``results`` names for ``client`` (see :data:`Results`)."""
+    if results is False:
+        return None
+    if results is None:
+        results = result_backend_from_env()
+        if results is None:
+            return default_result_store(client)
+    if isinstance(results, str):
+        return result_store_from_url(results, connect_timeout=client.connect_timeout)
+    return results

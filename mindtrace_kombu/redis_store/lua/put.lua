@@ -2,8 +2,9 @@
 -- KEYS: the six queue keys (lib.lua); with job records also the queue's job index, then one
 --       record key per message
 -- ARGV: (payload, priority) per message; with job records then the TTL (ms), the queue name, the
---       time (ms) and (job id, attempts) per message, recorded QUEUED with the payload as the job
---       (save_record); the index is pruned once per 64 messages published to the queue
+--       time (ms) and (job id, attempts, job data) per message, recorded QUEUED (save_record) with
+--       the job data, or with the payload as the job when the data is ''; the index is pruned once
+--       per 64 messages published to the queue
 exists_or_error()
 local spec = redis.call('HMGET', KEYS[1], 'type', 'max')
 local kind, max = spec[1], tonumber(spec[2]) or 0
@@ -30,8 +31,10 @@ keep_ttl()
 if records then
   local base, ttl, now = 2 * count, tonumber(ARGV[2 * count + 1]), tonumber(ARGV[2 * count + 3])
   for j = 1, count do
-    local at = base + 2 + 2 * j
-    save_record(KEYS[7 + j], KEYS[7], ARGV[at], ARGV[base + 2], 'queued', 'payload', ARGV[2 * j - 1], ARGV[at + 1], ttl, now)
+    local at = base + 1 + 3 * j
+    local field, data = 'job', ARGV[at + 2]
+    if data == '' then field, data = 'payload', ARGV[2 * j - 1] end
+    save_record(KEYS[7 + j], KEYS[7], ARGV[at], ARGV[base + 2], 'queued', field, data, ARGV[at + 1], ttl, now)
   end
   keep_index(KEYS[7], ttl, now, math.floor(first / 64) ~= math.floor(seq / 64))
 end
