@@ -11,6 +11,7 @@ A store that fails is logged and counted (:class:`~.results.base.Recorder`); the
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import defaultdict
 from typing import Callable, Sequence
@@ -20,6 +21,8 @@ from .models import Job
 from .results.base import CANCELLED, MISSING, Outcome, Recorder, ResultStore, job_record
 
 __all__ = ["OutcomeWriter", "record_finished", "record_started"]
+
+logger = logging.getLogger(__name__)
 
 
 def record_started(
@@ -96,5 +99,8 @@ class OutcomeWriter:
                 by_queue[queue].append(finished)
             for queue, outcomes in by_queue.items():
                 record_finished(self._recorder, queue, outcomes, self._on_failure)
-            for _, _, then in batch:
-                then()
+            for _, finished, then in batch:
+                try:
+                    then()
+                except Exception:  # the writer must go on: later jobs still need settling
+                    logger.exception("settling job %s failed", finished.job_id)
