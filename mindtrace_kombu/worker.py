@@ -81,6 +81,7 @@ logger = logging.getLogger(__name__)
 Pool = Literal["threads", "processes"]
 POOLS: tuple[Pool, ...] = ("threads", "processes")
 
+_ANNOUNCE_AFTER = 0.5  # seconds a warm shutdown waits before it says which jobs it waits for
 _IDLE_FETCH = 1.0  # seconds a fetch waits for a message before the loop checks for stop()
 _BURST_FETCH = 0.1  # ... in run(until_empty=True), before checking whether the queues are empty
 _RECONNECT_ATTEMPTS = 10
@@ -662,25 +663,28 @@ class Worker:
 
     def _await_in_flight(self) -> bool:
         """Wait until the jobs in progress are settled (True), or until a cold stop is asked for
-        or ``shutdown_grace`` runs out (False)."""
+        or ``shutdown_grace`` runs out (False). Jobs still running after half a second are
+        announced (a stop from a handler, or jobs just finishing, need no warning)."""
         deadline = time.monotonic() + self.shutdown_grace
+        announce_at = time.monotonic() + _ANNOUNCE_AFTER
         announced = False
         while True:
             self._wake.clear()
             with self._lock:
                 busy = len(self._pending) + self._settling
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()
+            remaining = deadline - now
             if not busy:
                 return True
             if self._cold.is_set() or remaining <= 0:
                 return False
-            if not announced:
+            if not announced and now >= announce_at:
                 announced = True
                 logger.warning(
                     "warm shutdown: waiting up to %g s for %d job(s) in progress; "
-                    "stop again (a second SIGINT/SIGTERM) for a cold shutdown", remaining, busy
+                    "stop again (a second SIGINT/SIGTERM) for a cold shutdown", self.shutdown_grace, busy
                 )
-            self._wake.wait(remaining)
+            self._wake.wait(remaining if announced else min(remaining, announce_at - now))
 
     def _return_in_flight(self) -> None:
         """Cold: give every job in progress back to its queue (their late results are ignored),
