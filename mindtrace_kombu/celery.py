@@ -188,7 +188,7 @@ def _job_task_class() -> type:
                 raise
             except Exception as exc:
                 fail(job, started, *describe(exc))
-                record_finished(recorder, queue, [Outcome.of(job)])
+                record_finished(recorder, queue, [Outcome.of(job, dead_letters=False)])
                 raise
             complete(job, started, value)
             record_finished(recorder, queue, [Outcome.of(job)])

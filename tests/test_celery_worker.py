@@ -196,7 +196,7 @@ def test_failing_task_is_retried_by_celery_and_its_final_state_is_visible(run: C
     if run.orchestrator.results is not None:  # Redis: Celery's retries are the record's attempts
         done, failed = run.orchestrator.get_job(recovers.id), run.orchestrator.get_job(gives_up.id)
         assert done is not None and (done.status, done.attempts, done.error) == (ExecutionStatus.COMPLETED, 2, None)
-        assert failed is not None and (failed.status, failed.attempts) == (ExecutionStatus.FAILED, 3)
+        assert failed is not None and (failed.status, failed.attempts, failed.dead_lettered) == (ExecutionStatus.FAILED, 3, False)
         assert failed.error is not None and failed.error.startswith("RuntimeError: attempt 2")
 
 

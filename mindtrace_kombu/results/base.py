@@ -85,14 +85,15 @@ class Outcome:
     dead_lettered: bool = False
 
     @classmethod
-    def of(cls, job: Job, *, retrying: bool = False) -> Outcome:
+    def of(cls, job: Job, *, retrying: bool = False, dead_letters: bool = True) -> Outcome:
         """The outcome of a finished run of ``job``: a failure that will be retried is QUEUED
-        with its error; one that will not is FAILED and dead-lettered."""
+        with its error; one that will not is FAILED (and dead-lettered, where failed jobs go
+        to dead letters: not for Celery tasks)."""
         failed = job.status is ExecutionStatus.FAILED
         output = job.payload.output
         return cls(
             job.id, ExecutionStatus.QUEUED if failed and retrying else job.status, job.completed_at, job.error,
-            job.traceback, None if output is None else dumps(output), failed and not retrying,
+            job.traceback, None if output is None else dumps(output), failed and not retrying and dead_letters,
         )
 
     def columns(self) -> dict[str, str | None]:
