@@ -18,7 +18,7 @@ import redis
 from kombu.utils.url import maybe_sanitize_url
 from redis.sentinel import Sentinel
 
-from .arguments import check_seconds, check_timeout
+from .arguments import check_count, check_seconds, check_timeout
 from .client_api import ClientQueueAPI
 from .backends.amqp import AmqpBackend
 from .backends.base import Backend
@@ -27,7 +27,7 @@ from .backends.redis import MAX_WAIT, RedisBackend
 from .errors import InvalidArgument, UnsupportedQueueType
 from .models import BackendType
 from .queues import QueueSpec, QueueType
-from .redis_store import DEFAULT_LEASE_TIMEOUT, DEFAULT_PREFIX, Namespace, RedisStore
+from .redis_store import DEFAULT_LEASE_TIMEOUT, DEFAULT_PREFIX, DEFAULT_WAIT_TIMEOUT, Namespace, RedisStore
 from .results.base import DEFAULT_TTL
 from .transport import amqp as amqp_transport
 from .transport import memory as memory_transport
@@ -49,7 +49,7 @@ DEFAULT_HEARTBEAT = 60
 DEFAULT_CONFIRM_TIMEOUT = 30.0
 _BACKEND_NAMES = {BackendType.LOCAL: "the local backend", BackendType.REDIS: "Redis", BackendType.RABBITMQ: "RabbitMQ"}
 #: Options of this package's Redis store, read from transport options and the URL query string.
-_STORE_OPTIONS = ("lease_timeout", "global_keyprefix", "prefix", "result_expires")
+_STORE_OPTIONS = ("lease_timeout", "global_keyprefix", "prefix", "result_expires", "wait_replicas", "wait_timeout")
 #: Options of the RabbitMQ client read from the URL query string (Kombu would refuse the second).
 _AMQP_OPTIONS = ("heartbeat", "confirm_timeout")
 
@@ -170,8 +170,26 @@ class RedisClient(Client):
         """A redis-py client (with its own connection pool) for this broker."""
         return redis.Redis.from_url(self._server_url.replace("redis+socket://", "unix://", 1), **self._socket_options())
 
+    @property
+    def wait_replicas(self) -> int:
+        """Replicas that must acknowledge each publish (Redis ``WAIT``) before it returns
+        (transport option ``wait_replicas``; default 0: the master's word is enough)."""
+        value = _number(self.transport_options.get("wait_replicas", 0))
+        return check_count("wait_replicas", int(value) if isinstance(value, float) and value.is_integer() else value, minimum=0)
+
+    @property
+    def wait_timeout(self) -> float:
+        """Seconds a publish waits for ``wait_replicas`` (transport option ``wait_timeout``)."""
+        timeout = check_seconds("wait_timeout", _number(self.transport_options.get("wait_timeout", DEFAULT_WAIT_TIMEOUT)))
+        if not timeout:
+            raise InvalidArgument("wait_timeout", timeout, "a wait lasts more than 0 seconds")
+        return timeout
+
     def open_backend(self) -> Backend:
-        store = RedisStore(self.redis_client(), self.namespace, lease_timeout=self.lease_timeout)
+        store = RedisStore(
+            self.redis_client(), self.namespace, lease_timeout=self.lease_timeout,
+            wait_replicas=self.wait_replicas, wait_timeout=self.wait_timeout,
+        )
         return RedisBackend(store, url=self.url)
 
 

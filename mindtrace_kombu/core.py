@@ -24,6 +24,7 @@ from .errors import (
     InvalidPriority,
     JobDecodeError,
     JobEncodeError,
+    PublishNotReplicated,
     QueueNotFound,
     QueueTypeMismatch,
 )
@@ -134,10 +135,13 @@ class QueueOperations:
 
     def _run(self, operation: Callable[[], _T]) -> _T:
         """Run one backend operation; after a broken connection retry it up to
-        ``connection_retries`` times with a short backoff, then :class:`BrokerUnavailable`."""
+        ``connection_retries`` times with a short backoff, then :class:`BrokerUnavailable`
+        (a :class:`PublishNotReplicated` at once: the jobs are on the master already)."""
         for attempt in itertools.count():
             try:
                 result = operation()
+            except PublishNotReplicated:
+                raise
             except BrokerUnavailable:
                 if attempt >= self.connection_retries or not (self._worked or attempt):
                     raise

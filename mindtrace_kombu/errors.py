@@ -28,7 +28,8 @@ caller would naturally catch::
     ├── WaitTimeout             (TimeoutError)     ``wait_for`` saw no final status in time
     └── BrokerUnavailable       (ConnectionError)  no connection, or it broke; ``reason`` says why
         ├── PublishNotConfirmed                    no publisher confirm within confirm_timeout; the
-        │                                          messages may or may not be on the queue
+        │   │                                      messages may or may not be on the queue
+        │   └── PublishNotReplicated               Redis: fewer than wait_replicas replicas have them
         └── ResultStoreUnavailable                 the result store cannot be reached
 
 Messages name the queue and the fix; URLs in messages always have their password masked.
@@ -52,6 +53,7 @@ __all__ = [
     "MessageTooLarge",
     "PermissionDenied",
     "PublishNotConfirmed",
+    "PublishNotReplicated",
     "PublishRejected",
     "QueueAlreadyExists",
     "QueueArgumentsMismatch",
@@ -301,6 +303,22 @@ class PublishNotConfirmed(BrokerUnavailable):
             "timeout",
             "they may or may not be on the queue; raise confirm_timeout if the broker is only slow",
         )
+
+
+class PublishNotReplicated(PublishNotConfirmed):
+    """Redis with ``wait_replicas``: fewer replicas than asked acknowledged a publish within
+    ``wait_timeout``. The jobs are on the master; a failover before they reach a replica would
+    lose them. A publish retried after this may deliver a job twice."""
+
+    def __init__(self, url: str, queue_name: str, unconfirmed: int, acknowledged: int, wanted: int, timeout: float) -> None:
+        BrokerUnavailable.__init__(
+            self, url,
+            f"{unconfirmed} messages for {queue_name!r} reached {acknowledged} of {wanted} replicas within {timeout:g}s",
+            "timeout",
+            "they are on the master and may be lost if it fails over now; check the replicas, or raise wait_timeout",
+        )
+        self.queue_name, self.unconfirmed = queue_name, unconfirmed
+        self.acknowledged, self.wanted = acknowledged, wanted
 
 
 class ResultStoreUnavailable(BrokerUnavailable):

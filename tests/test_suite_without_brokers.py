@@ -12,7 +12,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Files whose tests need a broker, and some of them also redis-server, ss or rabbitmqctl.
-NEEDS_TOOLS = ["tests/test_worker_processes.py", "tests/test_error_table.py", "tests/test_client_api.py"]
+NEEDS_TOOLS = [
+    "tests/test_worker_processes.py", "tests/test_error_table.py", "tests/test_client_api.py",
+    "tests/test_replicated_publish.py",
+]
 
 
 @pytest.mark.timeout(300)

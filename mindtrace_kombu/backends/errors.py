@@ -57,11 +57,13 @@ from ..errors import (
     MessageTooLarge,
     PermissionDenied,
     PublishNotConfirmed,
+    PublishNotReplicated,
     PublishRejected,
     QueueArgumentsMismatch,
     QueueNotFound,
     QueueTypeMismatch,
 )
+from ..redis_store import NotReplicated
 from ..transport.amqp import ConfirmTimeout
 
 __all__ = ["CONNECTION_ERRORS", "broker_error", "translate_errors"]
@@ -112,6 +114,8 @@ def broker_error(exc: BaseException, url: str, queue: str) -> JobsError | None:
     broker or client exception."""
     if isinstance(exc, ConfirmTimeout):
         return PublishNotConfirmed(url, queue, exc.unconfirmed, exc.waited)
+    if isinstance(exc, NotReplicated):
+        return PublishNotReplicated(url, queue, exc.count, exc.acknowledged, exc.wanted, exc.timeout)
     if isinstance(exc, amqp.exceptions.MessageNacked):
         return PublishRejected(queue, getattr(exc, "refused", 1), getattr(exc, "total", 1))
     chain = list(_chain(exc)) if isinstance(exc, CONNECTION_ERRORS) else [exc]

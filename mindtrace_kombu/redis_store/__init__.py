@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from .keys import DEFAULT_PREFIX, Namespace, QueueKeys
 from .leases import Lease
-from .store import DEFAULT_LEASE_TIMEOUT, RedisStore, Stored, new_lease_id
+from .store import DEFAULT_LEASE_TIMEOUT, DEFAULT_WAIT_TIMEOUT, NotReplicated, RedisStore, Stored, new_lease_id
 
-__all__ = ["DEFAULT_LEASE_TIMEOUT", "DEFAULT_PREFIX", "Lease", "Namespace", "QueueKeys", "RedisStore", "Stored", "new_lease_id"]
+__all__ = [
+    "DEFAULT_LEASE_TIMEOUT", "DEFAULT_PREFIX", "DEFAULT_WAIT_TIMEOUT", "Lease", "Namespace", "NotReplicated", "QueueKeys",
+    "RedisStore", "Stored", "new_lease_id",
+]

@@ -33,10 +33,12 @@ from ..queues import QueueSpec, QueueType
 from .keys import Namespace
 from .scripts import load
 
-__all__ = ["DEFAULT_LEASE_TIMEOUT", "RedisStore", "Stored", "new_lease_id"]
+__all__ = ["DEFAULT_LEASE_TIMEOUT", "DEFAULT_WAIT_TIMEOUT", "NotReplicated", "RedisStore", "Stored", "new_lease_id"]
 
 #: Seconds a consumer's messages stay in flight without a heartbeat before they return.
 DEFAULT_LEASE_TIMEOUT = 30.0
+#: Seconds a publish waits for ``wait_replicas`` replicas to acknowledge it (Redis ``WAIT``).
+DEFAULT_WAIT_TIMEOUT = 5.0
 _PUT_CHUNK = 1000
 _FLAG, _BAND = 2**44, 2**45
 _WAKE_TTL = 60  # seconds a consumer's wake-up token outlives a consumer that is gone
@@ -48,6 +50,15 @@ _RELEASE = load("release")
 _COUNT = load("count")
 _PURGE = load("purge")
 _DELETE = load("delete")
+
+
+class NotReplicated(Exception):
+    """Fewer replicas than asked acknowledged a put within the wait timeout: the messages are on
+    the master, and a failover before they reach a replica would lose them."""
+
+    def __init__(self, queue: str, count: int, acknowledged: int, wanted: int, timeout: float) -> None:
+        super().__init__(f"{count} messages for {queue!r} reached {acknowledged} of {wanted} replicas within {timeout:g}s")
+        self.queue, self.count, self.acknowledged, self.wanted, self.timeout = queue, count, acknowledged, wanted, timeout
 
 
 def new_lease_id() -> str:
@@ -81,7 +92,8 @@ class RedisStore:
     """
 
     def __init__(
-        self, client: Any, namespace: Namespace = Namespace(), *, lease_timeout: float = DEFAULT_LEASE_TIMEOUT
+        self, client: Any, namespace: Namespace = Namespace(), *, lease_timeout: float = DEFAULT_LEASE_TIMEOUT,
+        wait_replicas: int = 0, wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
     ) -> None:
         if lease_timeout <= 0:
             raise ValueError("lease_timeout must be a positive number of seconds")
@@ -89,17 +101,24 @@ class RedisStore:
         self.namespace = namespace
         self.lease_timeout = lease_timeout
         self._lease_ms = max(1, int(lease_timeout * 1000))
+        self.wait_replicas = wait_replicas
+        self._wait_ms = max(1, int(wait_timeout * 1000))
 
     def _run(self, script: Any, queue: str, args: Sequence[Any], extra_keys: Sequence[str] = ()) -> Any:
         try:
             return script(self.client, [*self.namespace.queue(queue).all(), *extra_keys], args)
         except ResponseError as exc:
-            message = str(exc)
-            if message.startswith("NOT_FOUND"):
-                raise QueueNotFound(queue) from None
-            if message.startswith("NOT_EMPTY"):
-                raise QueueNotEmpty(queue) from None
-            raise
+            raise self._translated(queue, exc) from None
+
+    @staticmethod
+    def _translated(queue: str, exc: Exception) -> Exception:
+        """A script's ``NOT_FOUND``/``NOT_EMPTY`` error as this package's, else ``exc``."""
+        message = str(exc)
+        if message.startswith("NOT_FOUND"):
+            return QueueNotFound(queue)
+        if message.startswith("NOT_EMPTY"):
+            return QueueNotEmpty(queue)
+        return exc
 
     # -- queues ----------------------------------------------------------------------------------
 
@@ -172,8 +191,30 @@ class RedisStore:
                 batch = records[start:start + _PUT_CHUNK]
                 keys = [self.namespace.job_index(queue), *(self.namespace.job(record[0]) for record in batch)]
                 args += [int(record_ttl * 1000), queue, int(time.time() * 1000), *(part for record in batch for part in record)]
-            self._run(_PUT, queue, args, keys)
+            if self.wait_replicas:
+                self._put_replicated(queue, args, keys, len(chunk))
+            else:
+                self._run(_PUT, queue, args, keys)
         return len(items)
+
+    def _put_replicated(self, queue: str, args: Sequence[Any], extra_keys: Sequence[str], count: int) -> None:
+        """``put.lua`` and ``WAIT`` in one pipelined round trip; raises :class:`NotReplicated`
+        unless ``wait_replicas`` replicas acknowledged the put within the wait timeout."""
+        keys = [*self.namespace.queue(queue).all(), *extra_keys]
+        pipe = self.client.pipeline(transaction=False)
+        pipe.evalsha(_PUT.sha, len(keys), *keys, *args)
+        pipe.execute_command("WAIT", self.wait_replicas, self._wait_ms)
+        put, acknowledged = pipe.execute(raise_on_error=False)
+        if isinstance(put, NoScriptError):
+            self.client.script_load(_PUT.source)
+            self._put_replicated(queue, args, extra_keys, count)
+            return
+        if isinstance(put, Exception):
+            raise self._translated(queue, put)
+        if isinstance(acknowledged, Exception):
+            raise acknowledged
+        if int(acknowledged) < self.wait_replicas:
+            raise NotReplicated(queue, count, int(acknowledged), self.wait_replicas, self._wait_ms / 1000)
 
     def take(
         self, queue: str, lease: str, count: int, *, acks: Sequence[str] = (), requeues: Sequence[str] = ()
