@@ -7,7 +7,8 @@ Key layout: :mod:`.keys`; scripts: ``lua/`` (each lists its KEYS and ARGV). Roun
 operation                     round trips
 ============================  ===============================================================
 declare                       1 (script and registry update, pipelined)
-put (n messages)              1 per 1,000 messages (job records, if given, in the same script call)
+put (n messages)              1 per 1,000 messages (job records, if given, in the same script call;
+                              with wait_replicas, WAIT pipelined with it)
 take / get / settle           1 (acks, requeues, expired leases and the take in one script)
 count, purge, release         1
 delete                        2 (the script, then the registry update: only once it succeeded)
