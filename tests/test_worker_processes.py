@@ -283,5 +283,7 @@ def test_idle_redis_worker_waits_instead_of_polling(own_redis: tuple[str, callab
     worker.stop()
     runner.join(10)
     assert not runner.is_alive() and worker.stats.completed == 1
-    assert during < 30, f"{during} Redis commands in 2 s while idle"
+    # each idle cycle is one take script (its ~8 inner commands count too) and one BRPOP of up to
+    # 1 s: about 20 in 2 s, 30 under load; polling would be hundreds
+    assert during < 60, f"{during} Redis commands in 2 s while idle"
     orchestrator.close()
