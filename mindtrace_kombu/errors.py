@@ -28,8 +28,8 @@ caller would naturally catch::
     ├── WaitTimeout             (TimeoutError)     ``wait_for`` saw no final status in time
     └── BrokerUnavailable       (ConnectionError)  no connection, or it broke; ``reason`` says why
         ├── PublishNotConfirmed                    no publisher confirm within confirm_timeout; the
-        │   │                                      messages may or may not be on the queue
-        │   └── PublishNotReplicated               Redis: fewer than wait_replicas replicas have them
+        │                                          messages may or may not be on the queue
+        ├── PublishNotReplicated                   Redis: fewer than wait_replicas replicas have them
         └── ResultStoreUnavailable                 the result store cannot be reached
 
 Messages name the queue and the fix; URLs in messages always have their password masked.
@@ -281,12 +281,15 @@ class BrokerUnavailable(JobsError, ConnectionError):
         "error": "check that it is running and reachable, or raise connect_timeout",
     }
 
+    #: What was unavailable, as the message names it.
+    subject: ClassVar[str] = "broker"
+
     def __init__(self, url: str, detail: str, reason: str = "error", advice: str | None = None) -> None:
         self.url = url
         self.detail = detail
         self.reason = reason if reason in self.REASONS else "error"
         self.advice = advice or self.REASONS[self.reason]
-        super().__init__(f"broker {url} is unavailable ({self.reason}): {detail}; {self.advice}")
+        super().__init__(f"{self.subject} {url} is unavailable ({self.reason}): {detail}; {self.advice}")
 
 
 class PublishNotConfirmed(BrokerUnavailable):
@@ -305,32 +308,27 @@ class PublishNotConfirmed(BrokerUnavailable):
         )
 
 
-class PublishNotReplicated(PublishNotConfirmed):
+class PublishNotReplicated(BrokerUnavailable):
     """Redis with ``wait_replicas``: fewer replicas than asked acknowledged a publish within
-    ``wait_timeout``. The jobs are on the master; a failover before they reach a replica would
-    lose them. A publish retried after this may deliver a job twice."""
+    ``wait_timeout`` (reason ``timeout``). The jobs are on the master; a failover before they
+    reach a replica would lose them. A publish retried after this delivers the jobs twice."""
 
-    def __init__(self, url: str, queue_name: str, unconfirmed: int, acknowledged: int, wanted: int, timeout: float) -> None:
-        BrokerUnavailable.__init__(
-            self, url,
-            f"{unconfirmed} messages for {queue_name!r} reached {acknowledged} of {wanted} replicas within {timeout:g}s",
+    def __init__(self, url: str, queue_name: str, count: int, acknowledged: int, wanted: int, timeout: float) -> None:
+        self.queue_name, self.count = queue_name, count
+        self.acknowledged, self.wanted = acknowledged, wanted
+        super().__init__(
+            url,
+            f"{count} messages for {queue_name!r} reached {acknowledged} of {wanted} replicas within {timeout:g}s",
             "timeout",
             "they are on the master and may be lost if it fails over now; check the replicas, or raise wait_timeout",
         )
-        self.queue_name, self.unconfirmed = queue_name, unconfirmed
-        self.acknowledged, self.wanted = acknowledged, wanted
 
 
 class ResultStoreUnavailable(BrokerUnavailable):
     """The result store (Redis, SQL) cannot be reached: job status cannot be read or recorded.
     Jobs are still published and processed; ``reason`` says why."""
 
-    def __init__(self, url: str, detail: str, reason: str = "error") -> None:
-        super().__init__(url, detail, reason)
-        self.args = (f"result store {url} is unavailable ({self.reason}): {detail}; {self.advice}",)
-
-    def __str__(self) -> str:
-        return str(self.args[0])
+    subject = "result store"
 
 
 class ResultsNotConfigured(JobsError, RuntimeError):

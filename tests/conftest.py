@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import time
 import uuid
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -42,6 +44,23 @@ def make_job(value: int = 0, job_type: JobType = JobType.DEFAULT, **input_fields
         job_type=job_type,
         payload=JobSchema(name="sample", input=SampleInput(value=value, **input_fields)),
     )
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    """Poll ``condition`` until it returns something truthy (returned), or fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} not met within {timeout} s")
+        time.sleep(0.02)
+    return value
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now, for a server a test starts."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def unique(prefix: str = "q") -> str:

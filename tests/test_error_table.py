@@ -38,7 +38,7 @@ from mindtrace_kombu.backends.base import WireMessage
 from mindtrace_kombu.backends.errors import broker_error, translate_errors
 from mindtrace_kombu.queues import QueueSpec, QueueType
 
-from .conftest import AMQP_URL, make_client, make_job, require_tools, unique
+from .conftest import AMQP_URL, free_port, make_client, make_job, require_tools, unique
 from .test_cli import run_all
 
 pytestmark = pytest.mark.timeout(120)
@@ -46,12 +46,6 @@ pytestmark = pytest.mark.timeout(120)
 SECRET = "not-the-password"
 AMQP = kombu.Connection(AMQP_URL)
 MASKED = str(AMQP.as_uri())
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def amqp_url(password: str | None = None, vhost: str | None = None, port: int | None = None) -> str:

@@ -5,9 +5,7 @@ returns once a replica holds the job, and says so when no replica acknowledged i
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,23 +16,9 @@ from mindtrace_kombu import Orchestrator
 from mindtrace_kombu.errors import BrokerUnavailable, InvalidArgument, PublishNotReplicated
 from mindtrace_kombu.redis_store import Namespace
 
-from .conftest import make_job, require_tools, unique
+from .conftest import free_port, make_job, require_tools, unique, wait_until
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(condition: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} not met within {timeout} s")
-        time.sleep(0.02)
 
 
 class Node:

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,25 +27,13 @@ from mindtrace_kombu.results.base import job_record
 from mindtrace_kombu.results.sql import SqlResultStore
 from mindtrace_kombu.results.urls import result_store_from_url
 
-from .conftest import AMQP_URL, REDIS_TEST_URL, REDIS_URL, TEST_KEYPREFIX, make_client, unique
+from .conftest import AMQP_URL, REDIS_TEST_URL, REDIS_URL, TEST_KEYPREFIX, make_client, unique, wait_until
 from .results_models import Doubled, handler, make
 
 pytestmark = pytest.mark.timeout(120)
 ROOT = Path(__file__).resolve().parents[1]
 POSTGRES_URL = os.environ.get("MINDTRACE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 STORES = ["redis", "sqlite", "postgresql"]
-
-
-def wait_until(condition: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    """Poll ``condition`` until it returns something truthy, or fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ from ..serialization import JOB_PREFIX, dumps, loads
 
 __all__ = [
     "CANCELLED", "DEFAULT_TTL", "FINISH_COLUMNS", "MISSING", "OUTCOME_COLUMNS", "JobRecord", "Outcome", "Recorder", "ResultStore",
-    "job_record", "overlay", "read_record", "unavailable",
+    "is_job_body", "job_record", "overlay", "read_record", "unavailable",
 ]
 
 logger = logging.getLogger(__name__)
@@ -64,12 +64,16 @@ def unavailable(url: str, exc: BaseException) -> ResultStoreUnavailable:
     return ResultStoreUnavailable(url, text.splitlines()[0][:300], reason)
 
 
+def is_job_body(message: WireMessage) -> bool:
+    """Whether ``message``'s body is the encoded job itself (the default message builder,
+    uncompressed): a record can keep it instead of encoding the job again."""
+    return message.body.startswith(JOB_PREFIX)
+
+
 def job_record(job: Job, message: WireMessage | None = None) -> JobRecord:
-    """The record of ``job``; a message whose body is the job itself (the default message
-    builder, uncompressed) lends it, so the job is not encoded twice."""
-    if message is not None and message.body.startswith(JOB_PREFIX):
-        return JobRecord(job.id, message.body, job.attempts)
-    return JobRecord(job.id, dumps(job), job.attempts)
+    """The record of ``job``, lending ``message``'s body when it is the job (:func:`is_job_body`)."""
+    data = message.body if message is not None and is_job_body(message) else dumps(job)
+    return JobRecord(job.id, data, job.attempts)
 
 
 @dataclass(frozen=True)
@@ -97,9 +101,10 @@ class Outcome:
         )
 
     def columns(self) -> dict[str, str | None]:
-        """The :data:`FINISH_COLUMNS` and their values (None: cleared)."""
-        return {"completed_at": self.completed_at, "error": self.error, "traceback": self.traceback,
-                "output": self.output, "dead_lettered": "1" if self.dead_lettered else None}
+        """The :data:`FINISH_COLUMNS` and their values as text (None: cleared)."""
+        values = {name: getattr(self, name) for name in FINISH_COLUMNS}
+        values["dead_lettered"] = "1" if self.dead_lettered else None
+        return values
 
 
 def read_record(data: str | bytes, status: str, attempts: int, columns: Mapping[str, str | bytes | None]) -> Job:

@@ -9,14 +9,15 @@ from typing import Any, Callable, Iterator, Sequence
 from redis.exceptions import RedisError
 
 from ..backends.base import Backend, WireMessage
+from ..backends.wire import decode_payload
+from ..decoding import DEFAULT_LIMITS, decode_job
 from ..models import ExecutionStatus, Job
 from ..redis_store import Namespace
 from ..redis_store.records import JobRecord, RecordStore, StoredRecord
-from ..serialization import JOB_PREFIX, dumps
-from ..backends.wire import decode_payload
-from ..decoding import DEFAULT_LIMITS, decode_job
+from ..serialization import dumps
 from .base import (
-    DEFAULT_TTL, FINISH_COLUMNS, OUTCOME_COLUMNS, Outcome, ResultStore, overlay, read_record, unavailable,
+    DEFAULT_TTL, FINISH_COLUMNS, OUTCOME_COLUMNS, Outcome, ResultStore, is_job_body, overlay, read_record,
+    unavailable,
 )
 
 __all__ = ["RedisResultStore"]
@@ -64,8 +65,9 @@ class RedisResultStore(ResultStore):
     ) -> None:
         publish_recorded = getattr(backend, "publish_recorded", None) if self.shares_broker else None
         if publish_recorded is not None:  # the Redis backend: records in its put script
-            records = [(job.id, job.attempts, b"" if message.body.startswith(JOB_PREFIX) else dumps(job))
-                       for job, message in zip(jobs, messages)]  # a job body is not sent twice
+            # empty data: the record keeps the message's payload, so a job body is not sent twice
+            records = [(job.id, job.attempts, b"" if is_job_body(message) else dumps(job))
+                       for job, message in zip(jobs, messages)]
             publish_recorded(queue, messages, priority, records, self.records.ttl)
         else:
             super().publish(backend, queue, messages, priority, jobs, on_failure)
