@@ -119,6 +119,10 @@ class RetryPolicy:
         """The job's own ``max_retries`` wins over the policy's."""
         return self.max_retries if job.max_retries is None else job.max_retries
 
+    def retries(self, job: Job) -> bool:
+        """Whether a failed attempt of ``job`` is tried again (else it is dead-lettered)."""
+        return job.attempts <= self.retries_for(job)
+
 
 @dataclass(frozen=True)
 class JobEvent:
@@ -192,7 +196,7 @@ def _bury(orchestrator: QueueOperations, delivery: Delivery, result: Result) -> 
 
 def _settle_failure(orchestrator: QueueOperations, delivery: Delivery, result: Result, policy: RetryPolicy) -> str:
     """Record, then retry now or dead-letter; returns the outcome."""
-    retrying = result.job.attempts <= policy.retries_for(result.job)
+    retrying = policy.retries(result.job)
     record_finished(orchestrator.recorder, delivery.queue, [Outcome.of(result.job, retrying=retrying)])
     if retrying:
         _requeue_copy(orchestrator, delivery, result.job)
@@ -533,7 +537,7 @@ class Worker:
         if self._outcomes is None:
             self._report_settled(delivery, result)
         else:  # recorded first, then settled, on the writer's thread
-            finished = Outcome.of(job, retrying=self._retries(job))
+            finished = Outcome.of(job, retrying=self.policy.retries(job))
             self._outcomes.submit(delivery.queue, finished, partial(self._report_settled, delivery, result))
 
     def _report_settled(self, delivery: Delivery, result: Result) -> None:
@@ -548,10 +552,6 @@ class Worker:
         """Jobs are dispatched and not finished."""
         with self._lock:
             return bool(self._pending)
-
-    def _retries(self, job: Job) -> bool:
-        """Whether a failed run of ``job`` is retried (else it is dead-lettered)."""
-        return job.attempts <= self.policy.retries_for(job)
 
     def _skip(self, delivery: Delivery, job: Job) -> None:
         """A cancelled job: acknowledged without running (the ack is buffered with the fetch)."""
@@ -583,7 +583,7 @@ class Worker:
         if result.error is None:
             delivery.ack()  # done: the job leaves the broker
             return "completed"
-        if self._retries(job):
+        if self.policy.retries(job):
             # kept in flight (safe on the broker) until the backoff passes; prefetch grows by one
             # meanwhile so other jobs keep flowing
             timer = threading.Timer(self.policy.delay(job.attempts), self._retry, (delivery,))

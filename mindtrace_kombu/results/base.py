@@ -36,7 +36,7 @@ from ..redis_store.records import JobRecord
 from ..serialization import JOB_PREFIX, dumps, loads
 
 __all__ = [
-    "CANCELLED", "DEFAULT_TTL", "FINISH_COLUMNS", "MISSING", "OUTCOME_COLUMNS", "JobRecord", "Outcome", "Recorder", "ResultStore",
+    "CANCELLED", "DEFAULT_TTL", "FINISH_COLUMNS", "KEPT_ON_SAVE", "MISSING", "OUTCOME_COLUMNS", "JobRecord", "Outcome", "Recorder", "ResultStore",
     "is_job_body", "job_record", "overlay", "read_record", "unavailable",
 ]
 
@@ -49,6 +49,9 @@ DEFAULT_TTL = 24 * 3600.0
 CANCELLED, MISSING = -1, 0
 #: Columns a worker writes; :meth:`ResultStore.save` resets all but the last error.
 OUTCOME_COLUMNS = ("started_at", "completed_at", "error", "traceback", "output", "dead_lettered")
+#: The outcome columns :meth:`ResultStore.save` keeps (a retry waits with its last error); it
+#: clears the others (``lua/lib.lua``'s ``save_record`` does the same on Redis).
+KEPT_ON_SAVE = ("error", "traceback")
 #: The outcome columns :meth:`ResultStore.finish` writes (:meth:`Outcome.columns`, in this order).
 FINISH_COLUMNS = OUTCOME_COLUMNS[1:]
 _WAIT_FIRST, _WAIT_MAX = 0.005, 0.5  # seconds between reads of a polling wait: doubling up to ...

@@ -11,7 +11,7 @@ from typing import Sequence
 
 from ..models import ExecutionStatus, Job
 from ..redis_store.records import JobRecord
-from .base import CANCELLED, MISSING, Outcome, ResultStore, read_record
+from .base import CANCELLED, KEPT_ON_SAVE, MISSING, Outcome, ResultStore, read_record
 
 __all__ = ["MemoryResultStore"]
 
@@ -55,7 +55,7 @@ class MemoryResultStore(ResultStore):
             for record in records:
                 old = stored.get(record.job_id)
                 order = next(self._shared.order) if old is None else old.order
-                kept = {} if old is None else {name: old.columns.get(name) for name in ("error", "traceback")}
+                kept = {} if old is None else {name: old.columns.get(name) for name in KEPT_ON_SAVE}
                 stored[record.job_id] = _Record(queue, status.value, record.attempts, record.data, order, kept)
 
     def start(self, queue: str, job_ids: Sequence[str], started_at: str) -> list[int]:

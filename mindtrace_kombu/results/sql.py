@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from ..models import ExecutionStatus, Job
 from ..redis_store.records import JobRecord
-from .base import CANCELLED, MISSING, OUTCOME_COLUMNS, Outcome, ResultStore, read_record, unavailable
+from .base import CANCELLED, KEPT_ON_SAVE, MISSING, OUTCOME_COLUMNS, Outcome, ResultStore, read_record, unavailable
 
 __all__ = ["DEFAULT_TABLE", "SqlResultStore"]
 
@@ -107,7 +107,7 @@ class SqlResultStore(ResultStore):
             return
         except IntegrityError:
             pass  # some exist (a retry's copy, a republished job): one at a time
-        cleared = {"started_at": None, "completed_at": None, "output": None, "dead_lettered": False}
+        cleared = {name: None for name in OUTCOME_COLUMNS if name not in KEPT_ON_SAVE} | {"dead_lettered": False}
         for row in rows:
             values = {**{key: value for key, value in row.items() if key not in ("id", "created")}, **cleared}
             if not connection.execute(update(self.table).where(self.table.c.id == row["id"]).values(values)).rowcount:
