@@ -32,6 +32,18 @@ EXPECTED: dict[str, tuple[str, list[str], list[str]]] = {
             "Nothing more: None",
         ],
     ),
+    "job_status.py": (
+        "local",
+        [],
+        [
+            "cancelled before any worker: True",
+            "before the worker: queued",
+            "ok: completed, output Total(total=6), attempts 1",
+            "empty: failed, error 'ValueError: nothing to add', dead-lettered True",
+            "skipped: cancelled",
+            "failed jobs: [True]",
+        ],
+    ),
     "redis_backend.py": (
         "redis",
         ["priority_queue", "fifo_queue", "stack_queue"],
