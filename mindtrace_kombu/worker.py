@@ -532,7 +532,7 @@ class Worker:
         if room:
             self._room.set()
         if not mine:  # a cold shutdown or a lost connection gave the job back
-            logger.info("job %s on %s: late result ignored", job.id, delivery.queue)
+            logger.info("job %s on %s: late result ignored (%s)", job.id, delivery.queue, result.error or "completed")
             return
         if self._outcomes is None:
             self._report_settled(delivery, result)
