@@ -15,7 +15,10 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from contextlib import nullcontext
+
 from benchmarks import baselines, celery_e2e
+from benchmarks.cluster import on_cluster
 from benchmarks.harness import Ratio, Result, Scenario, Settings, Skipped, print_report, to_json
 from benchmarks.names import (
     AMQP_GET,
@@ -45,7 +48,7 @@ from benchmarks.names import (
     WORKER_CONSUME,
 )
 
-BACKENDS = ("local", "redis", "rabbitmq")
+BACKENDS = ("local", "redis", "rabbitmq", "rediscluster")
 
 
 def _on(backend: str) -> Callable[[str], str]:
@@ -59,7 +62,7 @@ def ratios(backends: Sequence[str]) -> list[Ratio]:
     The priority rows divide the small-backlog rate by the large-backlog one: that is the cost of a
     publish+receive with the large backlog relative to the small one.
     """
-    local, redis, rabbit = _on("local"), _on("redis"), _on("rabbitmq")
+    local, redis, rabbit, cluster = _on("local"), _on("redis"), _on("rabbitmq"), _on("rediscluster")
     rows = {
         "local": [
             Ratio("publish / stock Kombu memory", local(PUBLISH), local(KOMBU_PUBLISH)),
@@ -95,10 +98,17 @@ def ratios(backends: Sequence[str]) -> list[Ratio]:
             Ratio("publish / stock Kombu publish", rabbit(PUBLISH), rabbit(KOMBU_PUBLISH)),
             Ratio("receive / raw basic_get", rabbit(RECEIVE), rabbit(AMQP_GET)),
         ],
+        "rediscluster": [
+            # the cluster has no default result store: its publish compares with single Redis's
+            # untracked rounds; the other rows with single Redis recording results
+            Ratio("publish: 6-node cluster / single Redis, no results", cluster(PUBLISH), redis(PUBLISH_UNTRACKED)),
+            Ratio("publish_many: 6-node cluster / single Redis", cluster(PUBLISH_MANY), redis(PUBLISH_MANY)),
+            Ratio("worker: 6-node cluster / single Redis", cluster(WORKER_CONSUME), redis(WORKER_CONSUME)),
+        ],
     }
     worker = [
         Ratio("worker / stock Kombu consume+ack", on(WORKER_CONSUME), on(KOMBU_CONSUME))
-        for on in map(_on, backends)
+        for on in map(_on, (backend for backend in backends if backend != "rediscluster"))
     ]
     return [row for backend in backends for row in rows[backend]] + worker
 
@@ -121,22 +131,35 @@ def run(
     failed = False
     for backend in backends:
         scenarios = baselines.scenarios(backend) + celery_e2e.scenarios(backend) + project(backend)
-        for scenario in scenarios:
-            print(f"[{backend}] {scenario.label} ...", end="", file=sys.stderr, flush=True)
-            started = time.perf_counter()
-            try:
-                results += scenario.run(settings)
-                print(f" {time.perf_counter() - started:.1f} s", file=sys.stderr)
-            except Skipped as exc:
-                print(" skipped", file=sys.stderr)
-                notes.append(f"{backend}: {scenario.label} skipped: {exc}")
-            # Any failure is reported and the run goes on: one broken scenario hides nothing else.
-            except Exception as exc:  # noqa: BLE001
-                print(" FAILED", file=sys.stderr)
-                traceback.print_exc(file=sys.stderr)
-                notes.append(f"{backend}: {scenario.label} FAILED: {type(exc).__name__}: {exc}")
-                failed = True
+        try:
+            with on_cluster(settings) if backend == "rediscluster" else nullcontext(settings) as where:
+                failed = _run_scenarios(where, backend, scenarios, results, notes) or failed
+        except Skipped as exc:
+            notes.append(f"{backend}: skipped: {exc}")
     return results, notes, failed
+
+
+def _run_scenarios(
+    settings: Settings, backend: str, scenarios: Sequence[Scenario], results: list[Result], notes: list[str]
+) -> bool:
+    """Run ``scenarios``, adding to ``results`` and ``notes``; return whether any failed."""
+    failed = False
+    for scenario in scenarios:
+        print(f"[{backend}] {scenario.label} ...", end="", file=sys.stderr, flush=True)
+        started = time.perf_counter()
+        try:
+            results += scenario.run(settings)
+            print(f" {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        except Skipped as exc:
+            print(" skipped", file=sys.stderr)
+            notes.append(f"{backend}: {scenario.label} skipped: {exc}")
+        # Any failure is reported and the run goes on: one broken scenario hides nothing else.
+        except Exception as exc:  # noqa: BLE001
+            print(" FAILED", file=sys.stderr)
+            traceback.print_exc(file=sys.stderr)
+            notes.append(f"{backend}: {scenario.label} FAILED: {type(exc).__name__}: {exc}")
+            failed = True
+    return failed
 
 
 def _backends(value: str) -> list[str]:

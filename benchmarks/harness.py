@@ -27,7 +27,8 @@ DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
 
 @dataclass(frozen=True)
 class Settings:
-    """What one run measures and where; brokers come from ``REDIS_URL`` and ``AMQP_URL``."""
+    """What one run measures and where; brokers come from ``REDIS_URL``, ``AMQP_URL`` and
+    ``REDIS_CLUSTER_URL``."""
 
     n: int
     batch: int = 100
@@ -36,6 +37,8 @@ class Settings:
     big_backlog: int = 1_000_000
     redis_url: str = field(default_factory=lambda: os.environ.get("REDIS_URL", DEFAULT_REDIS_URL))
     amqp_url: str = field(default_factory=lambda: os.environ.get("AMQP_URL", DEFAULT_AMQP_URL))
+    #: A Redis Cluster's ``rediscluster://`` URL; without one, the run starts a 6-node cluster.
+    cluster_url: str | None = field(default_factory=lambda: os.environ.get("REDIS_CLUSTER_URL"))
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
 
     def queue_name(self, scenario: str) -> str:

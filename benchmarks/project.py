@@ -64,7 +64,8 @@ def _orchestrator(s: Settings, backend: str) -> Orchestrator:
     """Return an in-process orchestrator for ``local``, else one on the run's broker URL."""
     if backend == "local":
         return Orchestrator()
-    return Orchestrator.from_url(s.redis_url if backend == "redis" else s.amqp_url)
+    urls = {"redis": s.redis_url, "rabbitmq": s.amqp_url, "rediscluster": s.cluster_url}
+    return Orchestrator.from_url(str(urls[backend]))
 
 
 @contextmanager

@@ -18,7 +18,7 @@ from .errors import *  # noqa: F403 - the error hierarchy, dependency-free
 from . import errors as _errors
 
 if TYPE_CHECKING:
-    from .clients import Client, LocalClient, RabbitMQClient, RedisClient, RedisSentinelClient, client_from_url
+    from .clients import Client, LocalClient, RabbitMQClient, RedisClient, RedisClusterClient, RedisSentinelClient, client_from_url
     from .models import (
         QUEUE_MAPPING,
         BackendType,
@@ -44,6 +44,7 @@ __all__ = [
     "LocalClient",
     "RabbitMQClient",
     "RedisClient",
+    "RedisClusterClient",
     "RedisSentinelClient",
     "client_from_url",
     # models
@@ -66,7 +67,7 @@ _ORIGINS: dict[str, str] = {
     **dict.fromkeys(["Orchestrator"], ".orchestrator"),
     **dict.fromkeys(["Worker"], ".worker"),
     **dict.fromkeys(
-        ["Client", "LocalClient", "RabbitMQClient", "RedisClient", "RedisSentinelClient", "client_from_url"],
+        ["Client", "LocalClient", "RabbitMQClient", "RedisClient", "RedisClusterClient", "RedisSentinelClient", "client_from_url"],
         ".clients",
     ),
     **dict.fromkeys(

@@ -27,9 +27,9 @@ from kombu.connection import Connection
 from kombu.utils.url import maybe_sanitize_url
 from kombu.entity import Exchange, Queue
 
-from .clients import Client, LocalClient, RabbitMQClient, RedisClient, RedisSentinelClient
+from .clients import Client, LocalClient, RabbitMQClient, RedisClient, RedisClusterClient, RedisSentinelClient
 from .config import exact_order_transport
-from .transport import MEMORY_TRANSPORT, REDIS_TRANSPORT
+from .transport import CLUSTER_TRANSPORT, MEMORY_TRANSPORT, REDIS_TRANSPORT
 from .errors import JobsError
 from .models import ExecutionStatus, Job
 from .core import OutgoingMessage, job_message
@@ -357,12 +357,17 @@ class CeleryRedisSentinelClient(CeleryClient, RedisSentinelClient):
     """The app's Redis broker through Sentinel, with exact queue order."""
 
 
+class CeleryRedisClusterClient(CeleryClient, RedisClusterClient):
+    """The app's Redis Cluster broker (``mindtrace-rediscluster``)."""
+
+
 class CeleryLocalClient(CeleryClient, LocalClient):
     """The app's in-process broker (``broker_transport = "mindtrace-memory"``)."""
 
 
 def celery_client(app: Any) -> CeleryClient:
-    """The client on ``app``'s broker (Redis, Redis Sentinel, RabbitMQ, or mindtrace-memory).
+    """The client on ``app``'s broker (Redis, Redis Sentinel, Redis Cluster, RabbitMQ, or
+    mindtrace-memory).
 
     Reads the broker from the app's connection (its transport's driver; no URL guessing) and
     adds the job content type to the app's accepted content.
@@ -378,6 +383,8 @@ def celery_client(app: Any) -> CeleryClient:
     driver, name = getattr(transport, "driver_type", ""), getattr(transport, "driver_name", "")
     timeout = {"connect_timeout": float(app.conf.broker_connection_timeout)}
     options = {"transport_options": dict(app.conf.broker_transport_options or {})}
+    if name == CLUSTER_TRANSPORT:
+        return CeleryRedisClusterClient(app, None, url=uri, **options, **timeout)
     if driver == "redis":
         if uri.startswith("sentinel://"):
             return CeleryRedisSentinelClient(app, exact_order_transport(uri), url=uri, **options, **timeout)

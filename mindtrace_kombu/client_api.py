@@ -80,14 +80,15 @@ class ClientQueueAPI:
 
     def declare_queue(
         self, queue_name: str, queue_type: str = "fifo", *, max_priority: int | None = None, force: bool = False,
-        exchange: str | None = None, routing_key: str | None = None,
+        exchange: str | None = None, routing_key: str | None = None, replicated: bool = False,
     ) -> Status:
-        """Declare a queue (see ``Orchestrator.declare_queue``); with ``exchange`` (RabbitMQ),
-        also bind it to that exchange with ``routing_key`` (default: the queue's name)."""
+        """Declare a queue (see ``Orchestrator.declare_queue``, also for ``replicated``); with
+        ``exchange`` (RabbitMQ), also bind it to that exchange with ``routing_key`` (default: the
+        queue's name)."""
         operations = self.operations
         if exchange is not None and not operations.exchange_exists(exchange):  # before the queue exists
             raise ExchangeNotFound(exchange)
-        operations.declare_queue(queue_name, queue_type, max_priority=max_priority, force=force)
+        operations.declare_queue(queue_name, queue_type, max_priority=max_priority, force=force, replicated=replicated)
         if exchange is None:
             return _success(f"Queue '{queue_name}' declared successfully.")
         operations.bind_queue(queue_name, exchange, routing_key)

@@ -10,12 +10,14 @@ never show a password.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+import re
+from typing import Any, ClassVar, Sequence
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import kombu
 import redis
 from kombu.utils.url import maybe_sanitize_url
+from redis.cluster import ClusterNode, RedisCluster
 from redis.sentinel import Sentinel
 
 from .arguments import check_count, check_seconds, check_timeout
@@ -30,15 +32,18 @@ from .queues import QueueSpec, QueueType
 from .redis_store import DEFAULT_LEASE_TIMEOUT, DEFAULT_PREFIX, DEFAULT_WAIT_TIMEOUT, Namespace, RedisStore
 from .results.base import DEFAULT_TTL
 from .transport import amqp as amqp_transport
+from .transport import cluster as cluster_transport
 from .transport import memory as memory_transport
 from .transport import redis as redis_transport
 from .transport import sentinel as sentinel_transport
+from .transport.cluster import parse_startup_nodes
 
 __all__ = [
     "Client",
     "LocalClient",
     "RabbitMQClient",
     "RedisClient",
+    "RedisClusterClient",
     "RedisSentinelClient",
     "client_from_url",
 ]
@@ -50,6 +55,16 @@ DEFAULT_CONFIRM_TIMEOUT = 30.0
 _BACKEND_NAMES = {BackendType.LOCAL: "the local backend", BackendType.REDIS: "Redis", BackendType.RABBITMQ: "RabbitMQ"}
 #: Options of this package's Redis store, read from transport options and the URL query string.
 _STORE_OPTIONS = ("lease_timeout", "global_keyprefix", "prefix", "result_expires", "wait_replicas", "wait_timeout")
+#: The password of a URL's ``user:password@`` (the user may be empty), to be masked.
+_PASSWORD = re.compile(r"^([^:/]+://[^:@/]*:)[^@/]*@")
+_NOT_REPLICATED = (
+    "replicated queues are RabbitMQ quorum queues: declare it without replicated=True, or use "
+    "RabbitMQ (for Redis, see 'Scaling out' in the README)"
+)
+_NO_PRIORITIES = (
+    "RabbitMQ's replicated (quorum) queues take no x-max-priority: declare a replicated fifo "
+    "queue, or a priority queue that is not replicated"
+)
 #: Options of the RabbitMQ client read from the URL query string (Kombu would refuse the second).
 _AMQP_OPTIONS = ("heartbeat", "confirm_timeout")
 
@@ -62,6 +77,8 @@ class Client(ClientQueueAPI):
     supported_types: ClassVar[frozenset[QueueType]] = frozenset(QueueType)
     #: What to do instead, in the :class:`UnsupportedQueueType` message.
     unsupported_hint: ClassVar[str] = "use queue_type='fifo', or 'priority' to take urgent jobs first"
+    #: Whether ``declare_queue(..., replicated=True)`` is provided (RabbitMQ quorum queues).
+    replicated_queues: ClassVar[bool] = False
 
     def __init__(self, url: str, *, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> None:
         self._url = url
@@ -69,8 +86,9 @@ class Client(ClientQueueAPI):
 
     @property
     def url(self) -> str:
-        """The broker URL with its password masked (each URL of a ``;``-separated failover list)."""
-        return ";".join(str(maybe_sanitize_url(part)) for part in self._url.split(";"))
+        """The broker URL with its password masked (each URL of a ``;``-separated failover list;
+        a cluster URL's ``host:port,host:port`` list as written)."""
+        return ";".join(_PASSWORD.sub(r"\1**@", part) for part in self._url.split(";"))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
@@ -81,8 +99,13 @@ class Client(ClientQueueAPI):
 
     def check_supported(self, spec: QueueSpec) -> None:
         """Raise :class:`UnsupportedQueueType` if this backend cannot provide ``spec``."""
+        backend = _BACKEND_NAMES[self.backend]
         if spec.queue_type not in self.supported_types:
-            raise UnsupportedQueueType(spec.name, spec.queue_type.value, _BACKEND_NAMES[self.backend], self.unsupported_hint)
+            raise UnsupportedQueueType(spec.name, spec.queue_type.value, backend, self.unsupported_hint)
+        if spec.replicated and not self.replicated_queues:
+            raise UnsupportedQueueType(spec.name, "replicated", backend, _NOT_REPLICATED)
+        if spec.replicated and spec.queue_type is not QueueType.FIFO:
+            raise UnsupportedQueueType(spec.name, f"replicated {spec.queue_type.value}", backend, _NO_PRIORITIES)
 
 
 class LocalClient(Client):
@@ -195,20 +218,109 @@ class RedisClient(Client):
 
 class RedisSentinelClient(RedisClient):
     """Redis through Sentinel: ``sentinel://host:26379[;sentinel://host2:26379][/db]``, with the
-    master's name in ``transport_options={"master_name": ...}``, as for Kombu."""
+    master's name in ``transport_options={"master_name": ...}``, as for Kombu, or in the URL
+    (``...;sentinel://host2:26379?master_name=jobs``; the transport option wins).
+
+    The URL's user and password authenticate to the master, the ``sentinel_kwargs`` transport
+    option (e.g. ``{"password": ...}``) to the sentinels, and ``min_other_sentinels`` is heeded,
+    as in Kombu's ``sentinel://`` transport.
+
+    Failover: every new connection asks the sentinels for the master. A connection that broke
+    (the master died, or was demoted: its ``READONLY`` becomes a connection error) raises
+    ``BrokerUnavailable``, which ``connection_retries`` and the worker's reconnects retry; while
+    no sentinel names a live master, connecting asks them again for up to ``connect_timeout``
+    seconds, then ``BrokerUnavailable``. redis-py itself retries nothing: a command that was
+    sent may have run, so a retry may publish a job twice (see ``wait_replicas``).
+    """
 
     transport_class = sentinel_transport.Transport
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._server_url, from_query = _split_query(self._server_url, ("master_name",))
+        self.transport_options = {**from_query, **self.transport_options}
+
+    @property
+    def master_name(self) -> str:
+        """The name the sentinels monitor the master under (default ``mymaster``)."""
+        return str(self.transport_options.get("master_name", "mymaster"))
 
     def redis_client(self) -> Any:
         """A client of the master the sentinels elect (re-resolved when it fails over)."""
         nodes = [urlsplit(part) for part in self._server_url.split(";")]
+        socket_options = self._socket_options()
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
             [(node.hostname or "localhost", node.port or 26379) for node in nodes],
-            sentinel_kwargs={"password": nodes[0].password} if nodes[0].password else None,
-            **self._socket_options(),
+            min_other_sentinels=int(self.transport_options.get("min_other_sentinels", 0)),
+            sentinel_kwargs={**socket_options, **(self.transport_options.get("sentinel_kwargs") or {})},
+            **socket_options,
         )
         db = int((nodes[-1].path or "/0").strip("/") or 0)
-        return sentinel.master_for(str(self.transport_options.get("master_name", "mymaster")), db=db)  # type: ignore[no-untyped-call]
+        auth = nodes[0]
+        return sentinel.master_for(  # type: ignore[no-untyped-call]
+            self.master_name, db=db, connection_class=sentinel_transport.MasterConnection,
+            username=unquote(auth.username) if auth.username else None,
+            password=unquote(auth.password) if auth.password else None,
+            retry=None,  # no retry inside redis-py: connecting waits for a master, commands are not resent
+        )
+
+
+class RedisClusterClient(RedisClient):
+    """Redis Cluster (``rediscluster://host:port[,host:port...]``, or ``startup_nodes=[(host,
+    port), ...]``) through redis-py's cluster client: each queue lives in one hash slot, the
+    queues spread over every master, and ``MOVED`` and failovers are followed. Same options as
+    :class:`RedisClient` (a cluster has database 0 only)."""
+
+    transport_class = cluster_transport.Transport
+
+    def __init__(
+        self,
+        startup_nodes: Sequence[tuple[str, int]] = (("localhost", 6379),),
+        password: str | None = None,
+        *,
+        username: str | None = None,
+        ssl: bool = False,
+        url: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if url is None:
+            auth = f"{quote(username or '', safe='')}:{quote(password, safe='')}@" if password else ""
+            url = f"{'redisclusters' if ssl else 'rediscluster'}://{auth}" + ",".join(f"{h}:{p}" for h, p in startup_nodes)
+        super().__init__(url=url, **kwargs)
+
+    @property
+    def startup_nodes(self) -> list[tuple[str, int]]:
+        """The ``(host, port)`` nodes the client first asks for the cluster's slots: the URL's,
+        then those of the ``startup_nodes`` transport option."""
+        return list(dict.fromkeys([
+            *parse_startup_nodes(urlsplit(self._server_url).netloc.rpartition("@")[2]),
+            *parse_startup_nodes(str(self.transport_options.get("startup_nodes", ""))),
+        ]))
+
+    def _first_node_url(self) -> str:
+        parts = urlsplit(self._server_url)
+        auth, _, _ = parts.netloc.rpartition("@")
+        host, port = self.startup_nodes[0]
+        return f"rediscluster://{auth + '@' if auth else ''}{host}:{port}"
+
+    def kombu_connection(self) -> kombu.Connection:
+        nodes = ",".join(f"{host}:{port}" for host, port in self.startup_nodes)
+        return kombu.Connection(
+            self._first_node_url(), transport=self.transport_class,
+            ssl=self._url.startswith("redisclusters"), connect_timeout=self.connect_timeout,
+            transport_options={**self._socket_options(), **self.transport_options, "startup_nodes": nodes},
+        )
+
+    def redis_client(self) -> Any:
+        """A redis-py ``RedisCluster`` client (a connection pool per node)."""
+        parts = urlsplit(self._server_url)
+        options: dict[str, Any] = self._socket_options()
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in self.startup_nodes],  # type: ignore[no-untyped-call]
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            ssl=parts.scheme == "redisclusters", **options,
+        )
 
 
 class RabbitMQClient(Client):
@@ -226,6 +338,7 @@ class RabbitMQClient(Client):
     #: Sessions (connection, channel) kept open between operations for reuse.
     idle_sessions: ClassVar[int] = 4
     supported_types = frozenset({QueueType.FIFO, QueueType.PRIORITY})
+    replicated_queues = True
     unsupported_hint = (
         "RabbitMQ has no LIFO queues: use queue_type='fifo', or 'priority' with rising priorities, "
         "or the Redis or local backend for a stack"
@@ -279,7 +392,7 @@ class RabbitMQClient(Client):
 
 def client_from_url(url: str, **kwargs: Any) -> Client:
     """Build the client for a Kombu URL: ``memory://``, ``redis://``, ``rediss://``,
-    ``redis+socket://``, ``sentinel://``, ``amqp://``, ``pyamqp://``, ``amqps://`` (and this
+    ``redis+socket://``, ``sentinel://``, ``rediscluster://``, ``amqp://``, ``pyamqp://``, ``amqps://`` (and this
     package's ``mindtrace-memory://`` / ``mindtrace-redis://`` aliases)."""
     scheme = urlsplit(url).scheme.lower()
     _check_url(url, scheme)
@@ -289,11 +402,13 @@ def client_from_url(url: str, **kwargs: Any) -> Client:
         return RedisClient(url=url.replace("mindtrace-redis", "redis", 1), **kwargs)
     if scheme == "sentinel":
         return RedisSentinelClient(url=url, **kwargs)
+    if scheme in ("rediscluster", "redisclusters", "mindtrace-rediscluster"):
+        return RedisClusterClient(url=url.replace("mindtrace-rediscluster", "rediscluster", 1), **kwargs)
     if scheme in ("amqp", "amqps", "pyamqp"):
         return RabbitMQClient(url=url, **kwargs)
     raise ValueError(
         f"unsupported broker URL scheme {scheme!r} in {maybe_sanitize_url(url)}: use memory://, "
-        f"redis://, rediss://, sentinel://, amqp://, pyamqp:// or amqps://"
+        f"redis://, rediss://, sentinel://, rediscluster://, amqp://, pyamqp:// or amqps://"
     )
 
 
@@ -302,11 +417,15 @@ def _check_url(url: str, scheme: str) -> None:
     for one in url.split(";"):
         parts = urlsplit(one.strip())
         shown = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()  # no credentials
+        hosts = parts.netloc.rpartition("@")[2].split(",")  # a cluster's startup nodes
         try:
-            parts.port  # noqa: B018 - parsing it raises for "host:abc"
+            for host in hosts:
+                urlsplit(f"//{host}").port  # noqa: B018 - parsing it raises for "host:abc"
         except ValueError:
             raise InvalidArgument("broker URL", shown, "the port must be a number from 0 to 65535") from None
         database = parts.path.strip("/")
+        if scheme.endswith(("rediscluster", "redisclusters")) and database not in ("", "0"):
+            raise InvalidArgument("broker URL", shown, "a Redis Cluster has database 0 only")
         if scheme in ("redis", "rediss", "mindtrace-redis", "sentinel") and database and not database.isdigit():
             raise InvalidArgument("broker URL", shown, "a Redis URL's path is the database number, e.g. /0")
 

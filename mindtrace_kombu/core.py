@@ -68,6 +68,23 @@ class BrokerClient(Protocol):
         """Raise :class:`~.errors.UnsupportedQueueType` if the backend cannot provide ``spec``."""
 
 
+def _keep_advice(existing: QueueSpec) -> str | None:
+    """What to do about a mismatch with a replicated queue or one declared elsewhere: use it as
+    it is (``force`` does not re-create those: it would drop the messages such a queue was
+    chosen to keep). None: the default advice, ``force``."""
+    if existing.foreign is not None:
+        return (
+            "it was declared elsewhere: publish to, count and consume it without declaring it, "
+            "or declare a queue of another name"
+        )
+    if existing.replicated:
+        return (
+            "declare it with replicated=True (mindtrace-jobs declare --replicated), use it without "
+            "declaring it, or declare a queue of another name"
+        )
+    return None
+
+
 def _check_job(job: object) -> Job:
     if not isinstance(job, Job):
         raise TypeError(f"expected a Job, got {type(job).__name__}")
@@ -167,7 +184,8 @@ class QueueOperations:
     # -- queues ------------------------------------------------------------------------------------
 
     def declare_queue(
-        self, name: str, queue_type: str = "fifo", *, max_priority: int | None = None, force: bool = False
+        self, name: str, queue_type: str = "fifo", *, max_priority: int | None = None, force: bool = False,
+        replicated: bool = False,
     ) -> None:
         """Declare a queue; idempotent.
 
@@ -177,19 +195,24 @@ class QueueOperations:
             max_priority: highest priority of a priority queue, 1..255 (default 10); giving it
                 makes the queue a priority queue.
             force: when the queue exists with another type or max_priority, delete it (its
-                messages are dropped) and re-create it. Without ``force`` that raises.
+                messages are dropped) and re-create it. Without ``force`` that raises. A
+                replicated queue, or one declared elsewhere (a stream, arguments of its own), is
+                never re-created: it raises (``delete_queue`` it first if that is meant).
+            replicated: keep the queue on several broker nodes, so it outlives the loss of one
+                (a RabbitMQ quorum queue: durable, a fifo without priorities).
 
         Raises:
-            InvalidQueueName, InvalidPriority, UnsupportedQueueType, QueueTypeMismatch,
-            BrokerUnavailable.
+            InvalidQueueName, InvalidPriority, InvalidArgument, UnsupportedQueueType (also
+            ``replicated`` where the backend cannot replicate, or with priorities),
+            QueueTypeMismatch, QueueArgumentsMismatch, BrokerUnavailable.
         """
-        spec = QueueSpec.create(name, queue_type, max_priority)
+        spec = QueueSpec.create(name, queue_type, max_priority, replicated)
         self.client.check_supported(spec)
         existing = self._declare(spec)
         if existing == spec:
             return
-        if not force:
-            raise QueueTypeMismatch(name, existing.describe(), spec.describe())
+        if not force or existing.replicated or existing.foreign is not None:
+            raise QueueTypeMismatch(name, existing.describe(), spec.describe(), _keep_advice(existing))
         self.delete_queue(name)
         existing = self._declare(spec)
         if existing != spec:  # re-declared elsewhere in between
@@ -429,12 +452,14 @@ class QueueOperations:
         raise JobDecodeError(queue_name, reason, self.dead_letter(queue_name, delivery.message, reason))
 
     def dead_letter(self, queue_name: str, message: WireMessage | OutgoingMessage, reason: str) -> str:
-        """Publish a message to ``<queue>.dlq`` (declared on first use) with the reason in its
-        headers; returns the dead-letter queue's name. A received message goes byte for byte
-        (body, content type and encoding); an :class:`OutgoingMessage` (a failed job) as given."""
+        """Publish a message to ``<queue>.dlq`` (declared on first use, replicated if the queue
+        is known to be) with the reason in its headers; returns the dead-letter queue's name. A
+        received message goes byte for byte (body, content type and encoding); an
+        :class:`OutgoingMessage` (a failed job) as given."""
         dlq = dead_letter_queue_name(queue_name)
         if dlq not in self._specs:
-            self._declare(QueueSpec(dlq))
+            source = self._specs.get(queue_name)
+            self._declare(QueueSpec(dlq, replicated=source is not None and source.replicated))
         wire = self._encode(message) if isinstance(message, OutgoingMessage) else message
         headers = {**wire.headers, "x-death-reason": reason, "x-original-queue": queue_name}
         self._send(dlq, [dataclasses.replace(wire, headers=headers)], None)

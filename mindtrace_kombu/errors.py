@@ -87,16 +87,15 @@ class QueueNotFound(JobsError, KeyError):
 
 
 class QueueTypeMismatch(JobsError, ValueError):
-    """The queue exists with another type or max_priority than requested."""
+    """The queue exists with another type or max_priority than requested. The advice is to
+    re-create it with ``force``, except for a replicated queue or one declared elsewhere."""
 
-    def __init__(self, queue_name: str, existing: str, requested: str) -> None:
+    def __init__(self, queue_name: str, existing: str, requested: str, advice: str | None = None) -> None:
         self.queue_name = queue_name
         self.existing = existing
         self.requested = requested
-        super().__init__(
-            f"queue {queue_name!r} already exists as {existing}, not {requested}: "
-            f"pass force=True to delete and re-create it (its messages are dropped)"
-        )
+        advice = advice or "pass force=True to delete and re-create it (its messages are dropped)"
+        super().__init__(f"queue {queue_name!r} already exists as {existing}, not {requested}: {advice}")
 
 
 #: Alias of :class:`QueueTypeMismatch` for callers that catch it by this name. The same class,
@@ -277,6 +276,7 @@ class BrokerUnavailable(JobsError, ConnectionError):
         "heartbeat": "the connection went silent (heartbeats missed): check the network (a worker reconnects)",
         "closed": "the broker or the network closed the connection: check the broker's log",
         "read-only": "the server is a read-only replica (after a failover?): point the client at the master",
+        "failover": "the Redis Cluster is failing over (a master is down): retry once a replica is promoted",
         "database": "the server has no such database: use a number below its 'databases' setting (16 by default)",
         "error": "check that it is running and reachable, or raise connect_timeout",
     }

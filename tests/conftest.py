@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import time
 import uuid
-from typing import Any, Callable, Iterator
+from typing import Iterator
 
 import pytest
 
 from mindtrace_kombu import Job, JobInput, JobSchema, JobType, Orchestrator
 from mindtrace_kombu.clients import Client, LocalClient, RabbitMQClient, RedisClient, client_from_url
 from mindtrace_kombu.errors import BrokerUnavailable
+
+from .helpers import free_port, wait_until
+from .redis_cluster import RedisClusterNodes
+
+__all__ = ["free_port", "wait_until"]  # re-exported: the tests import them from here
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
 #: Every key the Orchestrator tests write on Redis lives under this run's own ``global_keyprefix``:
@@ -46,30 +49,39 @@ def make_job(value: int = 0, job_type: JobType = JobType.DEFAULT, **input_fields
     )
 
 
-def wait_until(condition: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    """Poll ``condition`` until it returns something truthy (returned), or fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} not met within {timeout} s")
-        time.sleep(0.02)
-    return value
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on now, for a server a test starts."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def unique(prefix: str = "q") -> str:
     """A queue name no other test or parallel run uses."""
     return f"test-{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+#: The URL of the Redis Cluster the ``rediscluster`` backend runs on, once a test asked for it.
+_cluster_url: list[str] = []
+
+
 def broker_url(backend: str) -> str:
+    if backend == "rediscluster":
+        return _cluster_url[0]
     return {"local": f"memory:///{unique('broker')}", "redis": REDIS_TEST_URL, "rabbitmq": AMQP_URL}[backend]
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterNodes]:
+    """A 6-node Redis Cluster (3 masters, 3 replicas) for the whole session, started on first
+    use, for the tests that need its nodes."""
+    require_tools("redis-server", "redis-cli")
+    nodes = RedisClusterNodes(tmp_path_factory.mktemp("redis-cluster"))
+    yield nodes
+    nodes.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The ``rediscluster`` backend's broker: ``REDIS_CLUSTER_URL`` (your own cluster), else the
+    session's :func:`redis_cluster`."""
+    url = os.environ.get("REDIS_CLUSTER_URL") or request.getfixturevalue("redis_cluster").url
+    _cluster_url.append(url)
+    yield url
+    _cluster_url.clear()
 
 
 _unreachable: dict[str, str | None] = {}  # backend -> why it cannot be used, probed once per session
@@ -118,7 +130,9 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def client(backend: str) -> Client:
+def client(backend: str, request: pytest.FixtureRequest) -> Client:
+    if backend == "rediscluster":
+        request.getfixturevalue("redis_cluster_url")
     return make_client(backend)
 
 

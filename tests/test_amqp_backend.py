@@ -148,6 +148,37 @@ def test_lookup_takes_at_most_three_round_trips(
     assert len(connections[0].connection.channels) <= 3  # itself, the session's, maybe one closing
 
 
+@pytest.mark.parametrize(
+    ("arguments", "expected", "round_trips"),
+    [
+        ({"x-queue-type": "quorum"}, {"replicated": True}, 2),
+        ({"x-queue-type": "quorum", "x-delivery-limit": 5}, {"replicated": True, "foreign": "x-delivery-limit"}, 2),
+        ({"x-queue-type": "stream"}, {"foreign": "stream"}, 2),
+        ({"x-max-length": 10}, {"foreign": "x-max-length"}, 3),
+        ({"x-queue-type": "quorum", "x-max-length": 10}, {"replicated": True, "foreign": "x-max-length"}, 3),
+        ({"x-queue-type": "stream", "x-max-length-bytes": 10**6}, {"foreign": "stream"}, 3),
+    ],
+    ids=["quorum", "quorum-delivery-limit", "stream", "max-length", "quorum-max-length", "stream-max-bytes"],
+)
+def test_lookup_recognises_queues_declared_elsewhere_in_at_most_three_round_trips(
+    backend: AmqpBackend, connections: list[kombu.Connection], queues: Callable[[], str],
+    arguments: dict[str, Any], expected: dict[str, Any], round_trips: int,
+) -> None:
+    """Given a quorum, stream or classic queue declared with py-amqp, and no management API
+    When its spec is looked up on an open session
+    Expect its type and first argument of its own, in at most 3 round trips: a passive declare,
+    one wave (fifo, quorum, 10, 255), and for an argument of its own a wave with that argument"""
+    name = queues()
+    with kombu.Connection(AMQP_URL) as connection:
+        connection.channel().queue_declare(name, durable=True, auto_delete=False, arguments=arguments)
+    trips = warm_round_trips(backend, connections, name)
+
+    assert backend.lookup(name) == QueueSpec(name, **expected)
+    assert trips.count == round_trips
+    assert backend.count(name) == 0
+    assert len(connections) == 1
+
+
 def test_lookup_of_a_missing_queue(
     backend: AmqpBackend, connections: list[kombu.Connection], queues: Callable[[], str]
 ) -> None:

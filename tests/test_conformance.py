@@ -25,10 +25,17 @@ from mindtrace_kombu.clients import Client
 from mindtrace_kombu.orchestrator import OutgoingMessage
 from mindtrace_kombu.serialization import SERIALIZER
 
-from .conftest import SampleInput, make_client, make_job, unique
+from .conftest import BACKENDS, SampleInput, make_client, make_job, unique
 
 pytestmark = pytest.mark.timeout(60)
 ROOT = str(__import__("pathlib").Path(__file__).resolve().parents[1])
+
+
+@pytest.fixture(params=[*BACKENDS, "rediscluster"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every backend, and the Redis backend on a Redis Cluster (``REDIS_CLUSTER_URL``, else 6
+    nodes this session starts)."""
+    return str(request.param)
 
 
 def values(orchestrator: Orchestrator, queue: str, n: int) -> list[int]:
@@ -217,7 +224,7 @@ def test_redeclare_other_type_raises_unless_forced(
             orchestrator.publish(queue_name, make_job(), priority=1)
 
 
-@pytest.mark.parametrize("backend", ["local", "redis"])  # RabbitMQ refuses stack queues (tested above)
+@pytest.mark.parametrize("backend", ["local", "redis", "rediscluster"])  # RabbitMQ refuses stack queues (tested above)
 def test_redeclare_stack_as_fifo_raises(orchestrator: Orchestrator, queue_name: str) -> None:
     orchestrator.declare_queue(queue_name, queue_type="stack")
     with pytest.raises(QueueTypeMismatch, match="stack"):
@@ -330,8 +337,10 @@ print("ok")
 """
 
 
-@pytest.mark.parametrize("backend", ["redis", "rabbitmq"])
-def test_queue_declared_in_one_process_is_usable_in_another(backend: str) -> None:
+@pytest.mark.parametrize("backend", ["redis", "rediscluster", "rabbitmq"])
+def test_queue_declared_in_one_process_is_usable_in_another(backend: str, request: pytest.FixtureRequest) -> None:
+    if backend == "rediscluster":
+        request.getfixturevalue("redis_cluster_url")
     client = make_client(backend)
     orchestrator = Orchestrator(client)
     queue = unique("shared")

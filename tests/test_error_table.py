@@ -150,11 +150,10 @@ def test_another_max_priority_is_a_type_mismatch_with_the_force_advice(
 @pytest.mark.parametrize(
     "arguments, argument",
     [
-        ({"x-queue-type": "quorum"}, "x-queue-type"),
         ({"x-max-length": 10}, "x-max-length"),
         ({"x-message-ttl": 60000}, "x-message-ttl"),
     ],
-    ids=["quorum", "max-length", "message-ttl"],
+    ids=["max-length", "message-ttl"],
 )
 def test_other_arguments_are_an_arguments_mismatch_and_the_queue_stays_usable(
     orchestrator: Orchestrator, foreign_queue: Any, arguments: dict[str, Any], argument: str
@@ -169,8 +168,9 @@ def test_other_arguments_are_an_arguments_mismatch_and_the_queue_stays_usable(
         # Expect the argument named, the broker's text quoted, and no advice to force
         assert info.value.argument == argument and argument in str(info.value)
         assert "force" not in str(info.value) and not isinstance(info.value, QueueTypeMismatch)
-    # And the queue untouched (force deleted nothing) and usable without declaring it
-    assert orchestrator.queue_spec(name) == QueueSpec(name, QueueType.FIFO)
+    # And the queue untouched (force deleted nothing), known by its argument, and usable without
+    # declaring it (quorum queues: tests/test_quorum_queues.py)
+    assert orchestrator.queue_spec(name) == QueueSpec(name, QueueType.FIFO, foreign=argument)
     orchestrator.publish(name, make_job(2))
     assert orchestrator.count_queue_messages(name) == 2
     received = orchestrator.receive_message(name, timeout=5)

@@ -33,7 +33,7 @@ from .results_models import Doubled, handler, make
 pytestmark = pytest.mark.timeout(120)
 ROOT = Path(__file__).resolve().parents[1]
 POSTGRES_URL = os.environ.get("MINDTRACE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-STORES = ["redis", "sqlite", "postgresql"]
+STORES = ["redis", "rediscluster", "sqlite", "postgresql"]
 
 
 @pytest.fixture
@@ -43,6 +43,9 @@ def store_setup(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tupl
     if kind == "redis":
         make_client("redis")
         yield REDIS_TEST_URL, "default"
+        return
+    if kind == "rediscluster":  # the records of a batch span the cluster's slots
+        yield request.getfixturevalue("redis_cluster_url"), "default"
         return
     table = f"mt_{uuid.uuid4().hex[:12]}"
     if kind == "sqlite":

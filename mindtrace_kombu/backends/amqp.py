@@ -12,16 +12,21 @@ Round trips per operation, on a session whose connection and channel are open:
 declare           1 ``queue.declare``; when the queue exists with another spec: + ``lookup``
 lookup            management API: 1 HTTP GET. Else a passive declare, then candidate specs
                   probed in two waves of one round trip each
-                  (:func:`~mindtrace_kombu.transport.amqp.probe_queue_spec`): fifo and
-                  max_priority 10 and 255 (2 in all), then 1..254 at once (3 in all). A missing
-                  queue: 2 (the 404, and py-amqp reopening the channel it closed)
+                  (:func:`~mindtrace_kombu.transport.amqp.probe_queue_spec`): fifo, quorum and
+                  max_priority 10 and 255 (2 in all), then 1..254 at once, or an argument of
+                  the queue's own with each queue type (3 in all). A missing queue: 2 (the 404,
+                  and py-amqp reopening the channel it closed)
 list_specs        management API: 1 HTTP GET; else one ``lookup`` per candidate
 count, purge      1 passive ``queue.declare`` / ``queue.purge``
 delete            2: passive declare (``queue.delete`` never answers 404), ``queue.delete``
 publish (n)       1: n ``basic.publish``, one wait for all confirms, at most ``confirm_timeout``
                   (+1 ``confirm.select`` on a new channel)
 get               1 ``basic.get``; settling costs no wait (``basic.ack``/``reject`` have no answer)
-consumer          on its own connection: ``basic.qos`` + one ``basic.consume`` per queue
+consumer          on its own connection: ``basic.qos`` + one ``basic.consume`` per queue; a
+                  quorum queue or stream refuses the channel-wide prefetch (540, closing the
+                  connection): the same again on a new connection, with a prefetch per queue.
+                  ``set_prefetch`` 1 ``basic.qos``; per queue, + ``basic.cancel`` and
+                  ``basic.consume`` per queue
 fetch             none: deliveries are pushed; it waits on the socket without polling
 unacked_counts    management API: 1 HTTP GET; else None (AMQP does not report them)
 declare_exchange  1 ``exchange.declare``; ``exchange_exists`` 1 passive one
@@ -39,8 +44,10 @@ intervals, and a long job does not cost the connection.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import logging
+import re
 import selectors
 import socket
 import threading
@@ -48,7 +55,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from functools import partial
 from typing import Any, TypeVar
@@ -57,9 +64,30 @@ from urllib.parse import quote
 import amqp.exceptions
 import kombu
 
-from ..errors import BrokerUnavailable, ExchangeNotFound, JobsError, QueueNotEmpty, QueueNotFound, QueueTypeMismatch
-from ..queues import DEFAULT_MAX_PRIORITY, MAX_PRIORITY_LIMIT, QueueSpec, QueueType
-from ..transport.amqp import SessionChannel, delivery, probe_queue_spec, read_pending, settle
+from ..errors import (
+    BrokerUnavailable,
+    ExchangeNotFound,
+    JobsError,
+    QueueNotEmpty,
+    QueueNotFound,
+    QueueTypeMismatch,
+)
+from ..queues import (
+    DEFAULT_MAX_PRIORITY,
+    MAX_PRIORITY_LIMIT,
+    PRIORITY_ARGUMENT,
+    QUEUE_TYPE_ARGUMENT,
+    QueueSpec,
+    QueueType,
+)
+from ..transport.amqp import (
+    SessionChannel,
+    connect,
+    delivery,
+    probe_queue_spec,
+    read_pending,
+    settle,
+)
 from .base import Delivery, Settlement, WireMessage
 from .errors import translate_errors
 from .sessions import KombuSession, SessionPool
@@ -71,8 +99,22 @@ logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
 _Session = KombuSession[SessionChannel]
 _MANAGEMENT_RETRY = 60.0  # seconds before a management API that did not answer is asked again
-#: Probed first: a wave of 3 channels costs the broker ~1 ms, all 256 candidates ~75 ms
+#: Probed first: a wave of 4 channels costs the broker ~1 ms, all 256 candidates ~75 ms
 _LIKELY_PRIORITIES = (DEFAULT_MAX_PRIORITY, MAX_PRIORITY_LIMIT)
+_NOT_IMPLEMENTED = 540  # AMQP reply code: closes the connection
+#: RabbitMQ's queue types besides classic, probed with an argument of a queue's own
+_FOREIGN_PROBES = ("quorum", "stream")
+#: A 406 refusal of a declare that lacks an argument the queue has, and the queue's value
+_CURRENT_VALUE = re.compile(
+    r"inequivalent arg '(?P<argument>[^']+)' .*: received none but current is the value '(?P<value>.*)' of type '(?P<type>\w+)'$"
+)
+#: The AMQP table types a refusal may name, read back into what py-amqp sends for them
+_ARGUMENT_TYPES: dict[str, Callable[[str], Any]] = {
+    **dict.fromkeys(("longstr", "shortstr"), str),
+    **dict.fromkeys(("signedint", "long", "short", "byte", "unsignedbyte", "unsignedshort", "unsignedint"), int),
+    **dict.fromkeys(("double", "float"), float),
+    "bool": lambda text: text == "true",
+}
 
 
 @contextmanager
@@ -86,6 +128,47 @@ def _exchange_not_found(exchange: str, *, unless_returned: bool = False) -> Iter
         if unless_returned and isinstance(cause, amqp.exceptions.AMQPError) and cause.reply_code == 312:
             raise
         raise ExchangeNotFound(exchange) from cause
+
+
+def _refused_argument(refusal: str) -> tuple[str | None, Any]:
+    """The argument a 406 refusal of a declare without it names, and the queue's value of it
+    (``inequivalent arg 'x-max-length' ...: received none but current is the value '10' of type
+    'signedint'`` -> ``("x-max-length", 10)``); ``(None, None)`` for anything else."""
+    found = _CURRENT_VALUE.search(refusal)
+    if found is None or found["type"] not in _ARGUMENT_TYPES:
+        return None, None
+    return found["argument"], _ARGUMENT_TYPES[found["type"]](found["value"])
+
+
+def _refuses_global_qos(error: BrokerUnavailable) -> bool:
+    """Whether ``error`` is RabbitMQ's 540 for a channel-wide prefetch on a quorum queue or a
+    stream (``queue 'q' in vhost '/' does not support global qos``)."""
+    cause = error.__cause__
+    return isinstance(cause, amqp.exceptions.AMQPError) and cause.reply_code == _NOT_IMPLEMENTED and (
+        "global qos" in str(cause.reply_text)
+    )
+
+
+def _typed_spec(name: str, queue_type: str, foreign: str | None) -> QueueSpec:
+    """The spec of a queue RabbitMQ holds with ``x-queue-type: queue_type`` and, unless None, an
+    argument of its own: quorum is replicated, other types (stream) are foreign."""
+    if queue_type == "quorum":
+        return QueueSpec(name, replicated=True, foreign=foreign)
+    return QueueSpec(name, foreign=foreign if queue_type == "classic" else queue_type)
+
+
+def _reported_spec(queue: Mapping[str, Any]) -> QueueSpec:
+    """The spec of a queue as the management API reports it: its type and arguments, compared
+    with what this package declares (the first other argument is ``foreign``)."""
+    name, arguments = queue["name"], dict(queue.get("arguments") or {})
+    kind = str(arguments.pop(QUEUE_TYPE_ARGUMENT, None) or queue.get("type") or "classic")
+    if PRIORITY_ARGUMENT in arguments and kind == "classic":
+        spec = QueueSpec(name, QueueType.PRIORITY, int(arguments[PRIORITY_ARGUMENT]))
+    else:
+        spec = _typed_spec(name, kind, None)
+    expected = {key: value for key, value in spec.arguments().items() if key != QUEUE_TYPE_ARGUMENT}
+    other = next((key for key in sorted({*arguments, *expected}) if arguments.get(key) != expected.get(key)), None)
+    return spec if other is None or spec.foreign is not None else dataclasses.replace(spec, foreign=other)
 
 
 class AmqpBackend:
@@ -168,32 +251,54 @@ class AmqpBackend:
         raise QueueTypeMismatch(spec.name, "another type", spec.describe())
 
     def lookup(self, name: str) -> QueueSpec | None:
-        """The existing queue's spec (a queue matching no candidate, e.g. not durable, is
-        taken as fifo), or None."""
+        """The existing queue's spec, or None. Without the management API, AMQP probes (see
+        :meth:`_probe`): a queue declared elsewhere gets the ``foreign`` type or argument the
+        broker's refusals name; one that matches nothing and names no argument (e.g. not
+        durable) is taken as fifo."""
         answered, queue = self._management_get(f"/api/queues/{{vhost}}/{quote(name, safe='')}")
         if answered:
-            return None if queue is None else QueueSpec.from_arguments(name, queue.get("arguments"))
-
-        def probe(session: _Session) -> QueueSpec:
-            session.channel.raw.queue_declare(name, passive=True)
-            likely = [QueueSpec(name)] + [QueueSpec(name, QueueType.PRIORITY, n) for n in _LIKELY_PRIORITIES]
-            rest = [n for n in range(1, MAX_PRIORITY_LIMIT + 1) if n not in _LIKELY_PRIORITIES]
-            for wave in (likely, [QueueSpec(name, QueueType.PRIORITY, n) for n in rest]):
-                found = probe_queue_spec(session.connection, wave, timeout=self._connect_timeout)
-                if found is not None:
-                    return found
-            return QueueSpec(name)
-
+            return None if queue is None else _reported_spec(queue)
         try:
-            return self._run(name, probe)
+            return self._run(name, partial(self._probe, name))
         except QueueNotFound:
             return None
+
+    def _probe(self, name: str, session: _Session) -> QueueSpec:
+        """A passive declare (404: no queue), then equivalence-checking declares in pipelined
+        waves, one round trip each: fifo, quorum and max_priority 10 and 255; then either the
+        other priorities 1..254 (a priority queue), or, when the refusal of fifo named an argument
+        of the queue's own, that argument alone and with ``x-queue-type`` quorum and stream, to
+        tell the queue's type. At most 3 round trips."""
+        session.channel.raw.queue_declare(name, passive=True)
+        fifo, quorum = QueueSpec(name), QueueSpec(name, replicated=True)
+        likely = [fifo, quorum, *(QueueSpec(name, QueueType.PRIORITY, n) for n in _LIKELY_PRIORITIES)]
+        found, refusals = probe_queue_spec(session.connection, likely, timeout=self._connect_timeout)
+        argument, value = _refused_argument(refusals.get(fifo, ""))
+        if found is not None or argument is None:
+            return found or fifo
+        if argument == QUEUE_TYPE_ARGUMENT:
+            return _typed_spec(name, str(value), _refused_argument(refusals.get(quorum, ""))[0])
+        if argument == PRIORITY_ARGUMENT:
+            rest = [n for n in range(1, MAX_PRIORITY_LIMIT + 1) if n not in _LIKELY_PRIORITIES]
+            wave = [QueueSpec(name, QueueType.PRIORITY, n) for n in rest]
+            found = probe_queue_spec(session.connection, wave, timeout=self._connect_timeout).match
+            return found or QueueSpec(name, foreign=argument)  # a priority queue with arguments of its own
+        own = {argument: value}
+        classic = QueueSpec(name, foreign=argument)
+        wave2 = [(classic, own), *(
+            (_typed_spec(name, kind, argument), {**own, QUEUE_TYPE_ARGUMENT: kind}) for kind in _FOREIGN_PROBES
+        )]
+        found, refusals = probe_queue_spec(session.connection, wave2, timeout=self._connect_timeout)
+        then, kind = _refused_argument(refusals.get(classic, ""))
+        if found is None and then == QUEUE_TYPE_ARGUMENT:
+            return _typed_spec(name, str(kind), argument)
+        return found or classic
 
     def list_specs(self, candidates: Iterable[str]) -> list[QueueSpec]:
         """The vhost's queues from the management API; else those of ``candidates`` that exist."""
         answered, queues = self._management_get("/api/queues/{vhost}")
         if answered:
-            return [QueueSpec.from_arguments(queue["name"], queue.get("arguments")) for queue in queues or ()]
+            return [_reported_spec(queue) for queue in queues or ()]
         found = (self.lookup(name) for name in candidates)
         return [spec for spec in found if spec is not None]
 
@@ -297,7 +402,14 @@ class AmqpBackend:
             self._pool.release(session)
 
     def consumer(self, queues: Sequence[str], prefetch: int) -> AmqpConsumer:
-        consumer = AmqpConsumer(self._factory(), queues, prefetch, url=self._url, on_close=self._forget)
+        """A consumer with one prefetch across ``queues``; per queue when the broker refuses that
+        (quorum queues and streams do, closing the connection: then on a second connection)."""
+        try:
+            consumer = AmqpConsumer(self._factory(), queues, prefetch, url=self._url, on_close=self._forget)
+        except BrokerUnavailable as exc:
+            if not _refuses_global_qos(exc):
+                raise
+            consumer = AmqpConsumer(self._factory(), queues, prefetch, url=self._url, on_close=self._forget, per_queue=True)
         with self._consumers_lock:
             self._consumers.add(consumer)
         return consumer
@@ -346,7 +458,10 @@ class AmqpBackend:
 
 
 class AmqpConsumer:
-    """``basic.consume`` of some queues on a connection of its own, with a channel-wide prefetch.
+    """``basic.consume`` of some queues on a connection of its own, with a channel-wide prefetch;
+    ``per_queue``: a prefetch per queue (quorum queues and streams refuse a channel-wide one),
+    where changing it starts the consumers again (a consumer keeps the limit it started with;
+    what it was sent stays in flight, settled as before).
 
     :meth:`fetch` waits on the connection's socket and a wake-up socket (``selectors``),
     without holding the lock that guards the connection, so deliveries can be settled from any
@@ -358,15 +473,16 @@ class AmqpConsumer:
 
     def __init__(
         self, connection: kombu.Connection, queues: Sequence[str], prefetch: int, *, url: str,
-        on_close: Callable[[AmqpConsumer], None] | None = None,
+        on_close: Callable[[AmqpConsumer], None] | None = None, per_queue: bool = False,
     ) -> None:
         self._connection = connection
+        self._per_queue = per_queue
         self._url = url
         self._label = ", ".join(queues)
         self._on_close = on_close
         self._lock = threading.Condition(threading.Lock())
         self._buffer: deque[Delivery] = deque()
-        self._tags: list[str] = []
+        self._tags: dict[str, str] = {}  # consumer tag -> its queue
         self._waiting = 0  # threads waiting on the socket
         self._woken = False  # wake(): the next fetch returns at once
         self._closed = False
@@ -381,17 +497,15 @@ class AmqpConsumer:
         self._channel: Any = None
         try:
             with translate_errors(url, self._label):
+                connect(connection)
                 channel = self._channel = connection.channel()
                 channel.auto_decode = False
-                channel.basic_qos(0, prefetch, True)  # global: one limit across the queues
+                channel.basic_qos(0, prefetch, not per_queue)  # global: one limit across the queues
                 # py-amqp's connection itself: Kombu's would silently reconnect once broken
                 self._raw: Any = connection.connection
                 self._selector.register(self._raw.sock, selectors.EVENT_READ)
             for queue in queues:
-                with translate_errors(url, queue):
-                    self._tags.append(channel.basic_consume(
-                        queue, callback=partial(self._on_message, queue), on_cancel=partial(self._on_cancel, queue)
-                    ))
+                self._subscribe(queue)
         except BaseException:
             self._closed = True
             self._release()
@@ -433,8 +547,20 @@ class AmqpConsumer:
                 return
             self._check()
             with translate_errors(self._url, self._label, self._mark_broken):
-                self._channel.basic_qos(0, prefetch, True)  # may buffer deliveries meanwhile
+                self._channel.basic_qos(0, prefetch, not self._per_queue)  # may buffer deliveries meanwhile
+                if self._per_queue:  # the consumers' own limit holds for consumers started later
+                    for tag, queue in list(self._tags.items()):
+                        self._channel.basic_cancel(tag)
+                        del self._tags[tag]
+                        self._subscribe(queue)
             self._wake()
+
+    def _subscribe(self, queue: str) -> None:
+        with translate_errors(self._url, queue, self._mark_broken):
+            tag = self._channel.basic_consume(
+                queue, callback=partial(self._on_message, queue), on_cancel=partial(self._on_cancel, queue)
+            )
+        self._tags[tag] = queue
 
     def close(self) -> None:
         """``basic.cancel``, then close the channel: the broker requeues what was not settled."""
@@ -488,8 +614,7 @@ class AmqpConsumer:
         """The broker cancelled a consumer (its queue was deleted): consume the others; with
         none left, :meth:`fetch` raises :class:`QueueNotFound`."""
         logger.warning("queue %r was deleted; consuming the %d others", queue, len(self._tags) - 1)
-        if tag in self._tags:
-            self._tags.remove(tag)
+        self._tags.pop(tag, None)
         if not self._tags:
             self._deleted = queue
 
@@ -524,7 +649,7 @@ class AmqpConsumer:
         else:
             with suppress(Exception):  # best effort: closing the connection requeues too
                 if self._channel is not None:
-                    for tag in self._tags:
+                    for tag in list(self._tags):
                         self._channel.basic_cancel(tag)
                     self._channel.close()
             with suppress(Exception):

@@ -24,13 +24,17 @@ in the chain, a reason (first match):              ``BrokerUnavailable(reason=..
   ``ssl.SSLError``                                   ``tls``
   ``TimeoutError``, redis-py ``TimeoutError``        ``timeout``
   ``ENETUNREACH``, ``EHOSTUNREACH``                  ``unreachable``
+  redis-py ``ClusterDownError``, ``TryAgainError``,  ``failover``
+  ``MasterDownError`` (a Redis Cluster failing over)
 AMQP 404 ``NOT_FOUND``, 312 ``NO_ROUTE``           ``QueueNotFound``
-AMQP 406 "inequivalent arg 'x-max-priority'"       ``QueueTypeMismatch``
+AMQP 406 "inequivalent arg 'x-max-priority'" or    ``QueueTypeMismatch``
+"inequivalent arg 'x-queue-type'"
 AMQP 406 "inequivalent arg '<other>'"              ``QueueArgumentsMismatch``
 AMQP 406 "message size ... larger than ..."        ``MessageTooLarge``
 AMQP 403 on a channel, redis-py ``NoPermission``   ``PermissionDenied``
 any other connection error (py-amqp, redis-py,     ``BrokerUnavailable``: ``closed`` when the
-Kombu ``OperationalError``, ``OSError``)           connection was closed or reset, else ``error``
+Kombu ``OperationalError``, ``OSError``; redis-py   connection was closed or reset, else ``error``
+"Redis Cluster cannot be connected")
 any other error of py-amqp, redis-py or Kombu      ``BrokerError`` (quotes it)
 =================================================  =================================================
 
@@ -63,6 +67,7 @@ from ..errors import (
     QueueNotFound,
     QueueTypeMismatch,
 )
+from ..queues import PRIORITY_ARGUMENT, QUEUE_TYPE_ARGUMENT
 from ..redis_store import NotReplicated
 from ..transport.amqp import ConfirmTimeout
 
@@ -71,6 +76,7 @@ __all__ = ["CONNECTION_ERRORS", "broker_error", "translate_errors"]
 _NO_ROUTE = 312  # basic.return for a mandatory publish to a queue that does not exist
 _HANDSHAKE = (0, 10)  # AMQP method classes of a connection's own errors: none yet, connection.*
 _INEQUIVALENT = re.compile(r"inequivalent arg '([^']+)'")
+_TYPE_ARGUMENTS = (PRIORITY_ARGUMENT, QUEUE_TYPE_ARGUMENT)  # a 406 on these: the queue has another type
 
 #: Exceptions that mean the connection is broken or the broker unreachable.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -81,7 +87,20 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     OSError,  # socket errors, socket.timeout
 )
 _CLOSED = (ConnectionError, amqp.exceptions.ConnectionError, redis.exceptions.ConnectionError)
-_LIBRARY_ERRORS = (amqp.exceptions.AMQPError, redis.exceptions.RedisError, kombu.exceptions.KombuError)
+_LIBRARY_ERRORS = (
+    amqp.exceptions.AMQPError, redis.exceptions.RedisError, redis.exceptions.RedisClusterException,
+    kombu.exceptions.KombuError,
+)
+#: A Redis Cluster between a master's failure and its replica's promotion.
+_FAILING_OVER = (redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError, redis.exceptions.MasterDownError)
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    """The connection is broken or the broker unreachable (redis-py's cluster client says that
+    no node answers with a ``RedisClusterException`` of its own)."""
+    return isinstance(exc, CONNECTION_ERRORS) or (
+        isinstance(exc, redis.exceptions.RedisClusterException) and "cannot be connected" in str(exc)
+    )
 
 
 @contextmanager
@@ -118,7 +137,7 @@ def broker_error(exc: BaseException, url: str, queue: str) -> JobsError | None:
         return PublishNotReplicated(url, queue, exc.count, exc.acknowledged, exc.wanted, exc.timeout)
     if isinstance(exc, amqp.exceptions.MessageNacked):
         return PublishRejected(queue, getattr(exc, "refused", 1), getattr(exc, "total", 1))
-    chain = list(_chain(exc)) if isinstance(exc, CONNECTION_ERRORS) else [exc]
+    chain = list(_chain(exc)) if _is_connection_error(exc) else [exc]
     reason = next((found for link in chain if (found := _reason(link)) is not None), None)
     if reason is not None:
         return BrokerUnavailable(url, _describe(exc), reason)
@@ -126,7 +145,7 @@ def broker_error(exc: BaseException, url: str, queue: str) -> JobsError | None:
         return _channel_error(exc, queue)
     if isinstance(exc, redis.exceptions.NoPermissionError):
         return PermissionDenied(queue, _describe(exc))
-    if isinstance(exc, CONNECTION_ERRORS):
+    if _is_connection_error(exc):
         closed = any(isinstance(link, _CLOSED) or "closed" in str(link) for link in chain)
         return BrokerUnavailable(url, _describe(exc), "closed" if closed else "error")
     if isinstance(exc, _LIBRARY_ERRORS):
@@ -159,6 +178,8 @@ def _reason(exc: BaseException) -> str | None:
         return "timeout"
     if isinstance(exc, OSError) and exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
         return "unreachable"
+    if isinstance(exc, _FAILING_OVER):
+        return "failover"
     return None
 
 
@@ -171,7 +192,7 @@ def _channel_error(exc: amqp.exceptions.ChannelError, queue: str) -> JobsError:
         return PermissionDenied(queue, text)
     if exc.reply_code == 406:
         if found := _INEQUIVALENT.search(text):
-            if found.group(1) == "x-max-priority":
+            if found.group(1) in _TYPE_ARGUMENTS:
                 return QueueTypeMismatch(queue, "another type", f"what was requested ({text})")
             return QueueArgumentsMismatch(queue, found.group(1), text)
         if "message size" in text:

@@ -166,6 +166,7 @@ class RedisConsumer:
         self._waiting = False
         self._woken = False  # wake(): the next fetch returns at once
         self._next = 0
+        self._turn = 0  # which slot's queues the next wait blocks on (Redis Cluster)
 
     def set_prefetch(self, prefetch: int) -> None:
         with self._lock:
@@ -234,7 +235,8 @@ class RedisConsumer:
             self._waiting = True
         try:
             with self.backend.errors(",".join(self.queues)):
-                return self.backend.store.wait(self.queues, timeout, self.lease.id)
+                self._turn += 1
+                return self.backend.store.wait(self.queues, timeout, self.lease.id, self._turn)
         finally:
             with self._lock:
                 self._waiting = False
@@ -247,7 +249,7 @@ class RedisConsumer:
             waiting = self._waiting
         if waiting:
             with self.backend.errors(",".join(self.queues)):
-                self.backend.store.wake(self.lease.id)
+                self.backend.store.wake(self.lease.id, self.queues)
 
     def _pop_settlements(self, queue: str) -> tuple[list[str], list[str]]:
         with self._lock:

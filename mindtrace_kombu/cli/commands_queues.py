@@ -39,7 +39,7 @@ def _rows(cli: CliContext, specs: Sequence[QueueSpec]) -> list[dict[str, Any]]:
         rows.append(
             {
                 "name": spec.name,
-                "type": spec.queue_type.value,
+                "type": spec.kind,
                 "max_priority": spec.max_priority,
                 "ready": ready,
                 "unacked": None if unacked is None else unacked.get(spec.name, 0),
@@ -108,17 +108,24 @@ def queues(cli: CliContext, names: Sequence[str]) -> None:
     is_flag=True,
     help="If NAME exists with another type, delete and re-create it: ITS MESSAGES ARE DROPPED.",
 )
+@click.option(
+    "--replicated",
+    is_flag=True,
+    help="Keep NAME on several broker nodes (RabbitMQ: a quorum queue; fifo only).",
+)
 @json_option
 @pass_cli
 def declare(
-    cli: CliContext, name: str, queue_type: str, max_priority: int | None, force: bool
+    cli: CliContext, name: str, queue_type: str, max_priority: int | None, force: bool, replicated: bool
 ) -> None:
     """Declare queue NAME; declaring it again the same way is a no-op."""
     orchestrator = cli.orchestrator
-    orchestrator.declare_queue(name, queue_type, max_priority=max_priority, force=force)
+    orchestrator.declare_queue(
+        name, queue_type, max_priority=max_priority, force=force, replicated=replicated
+    )
     spec = orchestrator.queue_spec(name)
     cli.output.result(
-        {"queue": name, "type": spec.queue_type.value, "max_priority": spec.max_priority},
+        {"queue": name, "type": spec.kind, "max_priority": spec.max_priority},
         f"declared {spec.describe()} queue {name!r}",
     )
 

@@ -14,6 +14,7 @@ key                                    type    contents
 ``<ns>:q:{<queue>}:leases``            zset    lease id -> deadline (ms) while it holds messages
 ``<ns>:q:{<queue>}:inflight``          zset    ``<lease>|<score>|<id>`` of messages in flight
 ``<ns>:q:{<queue>}:jobs``              zset    job id -> first publish (ms): the queue's job records
+``<ns>:q:{<queue>}:c:<consumer>``      list    a token ends the consumer's BRPOP on the queue's slot
 ``<ns>:job:{<id>}``                    hash    a job record: ``job``, ``queue``, ``status``, ``attempts``, ``created``
 ``<ns>:job:{<id>}:done``               pubsub  the job's final status, for waiters
 ``<ns>:binding:<exchange>``            zset    Kombu exchange bindings -> deadline (the Kombu transport)
@@ -89,9 +90,10 @@ class Namespace:
         """The pub/sub channel announcing job ``job_id``'s final status."""
         return f"{self.job(job_id)}:done"
 
-    def consumer_wake(self, consumer: str) -> str:
-        """A consumer's own wake-up list: a token there ends its BRPOP (``RedisStore.wake``)."""
-        return f"{self.root}:c:{consumer}:wake"
+    def consumer_wake(self, consumer: str, queue: str) -> str:
+        """A consumer's own wake-up list beside ``queue``'s (in its slot, so that one BRPOP
+        waits on both): a token there ends its BRPOP (``RedisStore.wake``)."""
+        return f"{self.root}:q:{{{queue.translate(_ESCAPES)}}}:c:{consumer}"
 
     def queue_of_wake_key(self, key: str) -> str:
         """The queue whose ``wake`` key this is (the inverse of :meth:`queue` for BRPOP replies)."""

@@ -1,10 +1,11 @@
 """Job records in Redis: one hash per job (``Namespace.job``), a sorted index per queue
 (``Namespace.job_index``), a pub/sub channel per job for waiters; all expire after a TTL.
 
-Every batch of state changes is one ``lua/record.lua`` call (its keys span the jobs' slots: on
-Redis Cluster a batch would have to be split by slot); a publish writes its records inside
-``put.lua`` (``RedisStore.put(records=...)``). Records hold strings: the caller encodes jobs and
-names the outcome columns.
+Every batch of state changes is one ``lua/record.lua`` call; a publish writes its records inside
+``put.lua`` (``RedisStore.put(records=...)``). On Redis Cluster, where the records of a batch
+live in many slots, a batch is one call per slot sent in one pipeline (a round trip per master),
+and a save updates the queue's index in a call of its own. Records hold strings: the caller
+encodes jobs and names the outcome columns.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ import itertools
 import time
 from typing import Any, Iterator, NamedTuple, Sequence
 
+from redis.exceptions import NoScriptError
+
 from .keys import Namespace
 from .scripts import load
+from .slots import by_slot, is_cluster
 
 __all__ = ["JobRecord", "RecordStore", "StoredRecord"]
 
@@ -61,30 +65,84 @@ class RecordStore:
         self.ttl = ttl
         self._ttl_ms = int(ttl * 1000)
         self._columns = tuple(outcome_columns)
+        #: On Redis Cluster: a batch is split by slot, and nothing is written in a queue's script.
+        self.cluster = is_cluster(client)
 
     def _call(self, op: str, keys: Sequence[str], args: Sequence[Any] = ()) -> Any:
         """One ``record.lua`` call: one round trip."""
         return _RECORD(self.client, keys, [op, self._ttl_ms, *args])
 
+    def _slots(self, job_ids: Sequence[str]) -> list[list[int]]:
+        """Positions of ``job_ids`` grouped by their record's slot (:func:`.slots.by_slot`)."""
+        return by_slot(self.client, range(len(job_ids)), lambda at: self.namespace.job(job_ids[at]))
+
+    def _calls(self, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]) -> list[Any]:
+        """``record.lua`` calls ``(keys, args after the op's TTL)``, pipelined when more than one
+        (on Redis Cluster a round trip per master); a call refused with ``NOSCRIPT`` is sent
+        again once the script is loaded, and only that call."""
+        if len(calls) == 1:
+            keys, args = calls[0]
+            return [_RECORD(self.client, keys, args)]
+        pipe = self.client.pipeline(transaction=False)
+        for keys, args in calls:
+            _RECORD.queue_on(pipe, keys, args)
+        replies = pipe.execute(raise_on_error=False)
+        missing = [at for at, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:
+            self.client.script_load(_RECORD.source)
+            for at, reply in zip(missing, self._calls([calls[at] for at in missing])):
+                replies[at] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return list(replies)
+
+    def _per_slot(self, op: str, job_ids: Sequence[str], head: Sequence[Any], rows: Sequence[Sequence[Any]]) -> list[Any]:
+        """``op`` on the records of ``job_ids`` (``rows[i]``: job ``i``'s arguments after
+        ``head``), a call per slot; the replies of ops that answer per job, in ``job_ids`` order."""
+        groups = self._slots(job_ids)
+        replies = self._calls([
+            ([self.namespace.job(job_ids[at]) for at in group],
+             [op, self._ttl_ms, *head, *(part for at in group for part in rows[at])])
+            for group in groups
+        ])
+        found: list[Any] = [None] * len(job_ids)
+        for group, reply in zip(groups, replies):
+            if isinstance(reply, list):
+                for at, value in zip(group, reply):
+                    found[at] = value
+        return found
+
     def save(self, queue: str, records: Sequence[JobRecord], status: str) -> None:
         """Write ``records`` with ``status``."""
-        if records:
-            keys = [self.namespace.job_index(queue), *(self.namespace.job(record.job_id) for record in records)]
-            self._call("save", keys, [queue, status, *(part for record in records for part in record)])
+        if not records:
+            return
+        index = self.namespace.job_index(queue)
+        rows = [tuple(record) for record in records]
+        if not self.cluster:
+            keys = [index, *(self.namespace.job(record.job_id) for record in records)]
+            self._call("save", keys, [queue, status, "1", *(part for row in rows for part in row)])
+            return
+        job_ids = [record.job_id for record in records]
+        groups = self._slots(job_ids)
+        self._calls([
+            *(([self.namespace.job(job_ids[at]) for at in group],
+               ["save", self._ttl_ms, queue, status, "0", *(part for at in group for part in rows[at])])
+              for group in groups),
+            ([index], ["index", self._ttl_ms, *job_ids]),
+        ])
 
     def start(self, job_ids: Sequence[str], started_at: str) -> list[int]:
         """RUNNING unless cancelled; per job the attempt count, -1 cancelled, 0 no record."""
         if not job_ids:
             return []
-        found = self._call("start", [self.namespace.job(job_id) for job_id in job_ids], [started_at])
-        return [int(attempts) for attempts in found]
+        return [int(attempts) for attempts in self._per_slot("start", job_ids, [started_at], [()] * len(job_ids))]
 
     def finish(self, columns: Sequence[str], changes: Sequence[tuple[str, str, Sequence[str]]]) -> None:
         """``(job id, status, values of columns)`` per job; an empty value clears a column."""
         if changes:
-            keys = [self.namespace.job(job_id) for job_id, _, _ in changes]
-            values = [part for _, status, row in changes for part in (status, *row)]
-            self._call("finish", keys, [len(columns), *columns, *values])
+            self._per_slot("finish", [job_id for job_id, _, _ in changes], [len(columns), *columns],
+                           [(status, *row) for _, status, row in changes])
 
     def cancel(self, job_id: str) -> bool:
         return bool(self._call("cancel", [self.namespace.job(job_id)]) == 1)
@@ -103,7 +161,8 @@ class RecordStore:
     def forget(self, job_id: str) -> bool:
         key = self.namespace.job(job_id)
         queue = self.client.hget(key, "queue")
-        pipe = self.client.pipeline(transaction=False).delete(key)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.delete(key)  # (a Redis Cluster pipeline's commands do not return the pipeline)
         if queue is not None:
             pipe.zrem(self.namespace.job_index(_text(queue)), job_id)
         return bool(pipe.execute()[0])

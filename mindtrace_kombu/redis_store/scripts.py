@@ -35,6 +35,12 @@ class Script:
             client.script_load(self.source)
             return client.evalsha(self.sha, len(keys), *keys, *args)
 
+    def queue_on(self, pipe: Any, keys: Sequence[str], args: Sequence[Any]) -> None:
+        """Add a call to a pipeline, as a plain ``EVALSHA`` command: a Redis Cluster pipeline
+        refuses ``evalsha()`` but routes the command by its keys. The caller loads the script
+        when the pipeline answers ``NoScriptError``."""
+        pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+
 
 def _read(name: str) -> str:
     return resources.files(__package__).joinpath("lua").joinpath(f"{name}.lua").read_text(encoding="utf-8")

@@ -12,8 +12,9 @@ put (n messages)              1 per 1,000 messages (job records, if given, in th
 take / get / settle           1 (acks, requeues, expired leases and the take in one script)
 count, purge, release         1
 delete                        2 (the script, then the registry update: only once it succeeded)
-wait                          1 BRPOP on the queues' and the consumer's wake-up lists (blocks up to ``timeout``)
-wake                          1 (LPUSH and EXPIRE, pipelined)
+wait                          1 BRPOP on the queues' and the consumer's wake-up lists (blocks up to
+                              ``timeout``; on Redis Cluster on one slot's lists at a time)
+wake                          1 (LPUSH and EXPIRE, pipelined; on Redis Cluster one per slot)
 heartbeat                     1 per queue the lease holds messages in
 ============================  ===============================================================
 
@@ -25,14 +26,15 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ConnectionError, MovedError, NoScriptError, ResponseError, TimeoutError
 
 from ..errors import QueueNotEmpty, QueueNotFound
 from ..queues import QueueSpec, QueueType
 from .keys import Namespace
 from .scripts import load
+from .slots import by_slot, is_cluster
 
 __all__ = ["DEFAULT_LEASE_TIMEOUT", "DEFAULT_WAIT_TIMEOUT", "NotReplicated", "RedisStore", "Stored", "new_lease_id"]
 
@@ -104,6 +106,9 @@ class RedisStore:
         self._lease_ms = max(1, int(lease_timeout * 1000))
         self.wait_replicas = wait_replicas
         self._wait_ms = max(1, int(wait_timeout * 1000))
+        #: The client is a Redis Cluster client: every script touches one slot, and a BRPOP or
+        #: ``WAIT`` must reach the node that holds the keys.
+        self.cluster = is_cluster(client)
 
     def _run(self, script: Any, queue: str, args: Sequence[Any], extra_keys: Sequence[str] = ()) -> Any:
         try:
@@ -126,7 +131,7 @@ class RedisStore:
     def declare(self, spec: QueueSpec) -> QueueSpec:
         """Create the queue unless it exists; returns the spec stored (the first declarer's)."""
         pipe = self.client.pipeline(transaction=False)
-        pipe.evalsha(_DECLARE.sha, 1, self.namespace.queue(spec.name).meta, spec.queue_type.value, spec.max_priority or "")
+        _DECLARE.queue_on(pipe, [self.namespace.queue(spec.name).meta], [spec.queue_type.value, spec.max_priority or ""])
         pipe.sadd(self.namespace.registry, spec.name)
         try:
             stored, _ = pipe.execute()
@@ -202,12 +207,21 @@ class RedisStore:
         """``put.lua`` and ``WAIT`` in one pipelined round trip; raises :class:`NotReplicated`
         unless ``wait_replicas`` replicas acknowledged the put within the wait timeout."""
         keys = [*self.namespace.queue(queue).all(), *extra_keys]
-        pipe = self.client.pipeline(transaction=False)
-        pipe.evalsha(_PUT.sha, len(keys), *keys, *args)
+        pipe = self._node_of(keys[0]).pipeline(transaction=False)
+        _PUT.queue_on(pipe, keys, args)
         pipe.execute_command("WAIT", self.wait_replicas, self._wait_ms)
-        put, acknowledged = pipe.execute(raise_on_error=False)
-        if isinstance(put, NoScriptError):
+        try:
+            put, acknowledged = pipe.execute(raise_on_error=False)
+        except (ConnectionError, TimeoutError):
+            if self.cluster:  # the node is down: learn the slots anew before the caller retries
+                self.client.nodes_manager.initialize()
+            raise
+        if isinstance(put, NoScriptError):  # a new server
             self.client.script_load(_PUT.source)
+            self._put_replicated(queue, args, extra_keys, count)
+            return
+        if isinstance(put, MovedError):  # the slot has another master now
+            self.client.nodes_manager.initialize()
             self._put_replicated(queue, args, extra_keys, count)
             return
         if isinstance(put, Exception):
@@ -216,6 +230,21 @@ class RedisStore:
             raise acknowledged
         if int(acknowledged) < self.wait_replicas:
             raise NotReplicated(queue, count, int(acknowledged), self.wait_replicas, self._wait_ms / 1000)
+
+    def disconnect(self, *, in_use: bool = True) -> None:
+        """Close the client's pooled connections (only the idle ones unless ``in_use``; on
+        Redis Cluster every node's)."""
+        if self.cluster:
+            self.client.disconnect_connection_pools()
+        else:
+            self.client.connection_pool.disconnect(inuse_connections=in_use)
+
+    def _node_of(self, key: str) -> Any:
+        """A client of the server that holds ``key``: the client itself, or on Redis Cluster
+        the master of the key's slot (for commands that must reach that node, as ``WAIT``)."""
+        if not self.cluster:
+            return self.client
+        return self.client.get_redis_connection(self.client.get_node_from_key(key))
 
     def take(
         self, queue: str, lease: str, count: int, *, acks: Sequence[str] = (), requeues: Sequence[str] = ()
@@ -236,22 +265,37 @@ class RedisStore:
         """Everything ``lease`` holds in ``queue`` goes back, first in line, in original order."""
         return int(self._run(_RELEASE, queue, (lease,)))
 
-    def wait(self, queues: Iterable[str], timeout: float, consumer: str) -> str | None:
+    def slot_groups(self, queues: Sequence[str]) -> list[list[str]]:
+        """``queues`` grouped by hash slot (:func:`.slots.by_slot`): a BRPOP cannot span slots."""
+        return by_slot(self.client, queues, lambda queue: self.namespace.queue(queue).wake)
+
+    def wait(self, queues: Sequence[str], timeout: float, consumer: str, turn: int = 0) -> str | None:
         """Block until one of ``queues`` has a ready message, :meth:`wake` is called for
         ``consumer``, or ``timeout`` passes; returns that queue (one wake-up token consumed), or
-        None. Take from it with :meth:`take`."""
-        own = self.namespace.consumer_wake(consumer)
-        keys = [self.namespace.queue(queue).wake for queue in queues] + [own]
-        reply = self.client.brpop(keys, timeout=max(timeout, 0.001))
+        None. Take from it with :meth:`take`.
+
+        On Redis Cluster one BRPOP waits on the queues of one slot only (the ``turn``-th of the
+        slots ``queues`` span, in :meth:`slot_groups` order), for ``timeout`` divided by the
+        number of slots: a caller that counts ``turn`` up waits on every slot within
+        ``timeout``."""
+        groups = self.slot_groups(queues)
+        group = groups[turn % len(groups)]
+        own = self.namespace.consumer_wake(consumer, group[0])
+        keys = [self.namespace.queue(queue).wake for queue in group] + [own]
+        reply = self.client.brpop(keys, timeout=max(timeout / len(groups), 0.001))
         if reply is None:
             return None
         key = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
         return None if key == own else self.namespace.queue_of_wake_key(key)
 
-    def wake(self, consumer: str) -> None:
-        """End the :meth:`wait` of ``consumer`` (the token expires if nobody waits for it)."""
-        key = self.namespace.consumer_wake(consumer)
-        self.client.pipeline(transaction=False).lpush(key, 1).expire(key, _WAKE_TTL).execute()
+    def wake(self, consumer: str, queues: Sequence[str]) -> None:
+        """End the :meth:`wait` of ``consumer`` on ``queues`` (a token in each slot they span;
+        a token expires if nobody waits for it)."""
+        pipe = self.client.pipeline(transaction=False)
+        for group in self.slot_groups(queues):
+            key = self.namespace.consumer_wake(consumer, group[0])
+            pipe.lpush(key, 1).expire(key, _WAKE_TTL)
+        pipe.execute()
 
     def inflight_counts(self) -> dict[str, int]:
         """Messages in flight per declared queue. O(queues)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from ..backends.base import Backend, WireMessage
 from ..backends.wire import decode_payload
@@ -56,7 +56,7 @@ class RedisResultStore(ResultStore):
     def _errors(self) -> Iterator[None]:
         try:
             yield
-        except RedisError as exc:
+        except (RedisError, RedisClusterException) as exc:
             raise unavailable(self.url, exc) from exc
 
     def publish(

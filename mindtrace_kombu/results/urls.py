@@ -11,7 +11,8 @@ anything SQLAlchemy reads (``?table=NAME``)    ``db+`` (Celery's spelling) is ac
 =============================================  ===============================================
 
 Without a URL: the local backend gets the in-process store of its broker id, Redis the broker's
-own Redis and namespace (records written by the publish script), RabbitMQ none.
+own Redis and namespace (records written by the publish script; on Redis Cluster, where a batch's
+records span slots, saved before the publish), RabbitMQ none.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from kombu.utils.url import maybe_sanitize_url
 
-from ..clients import Client, LocalClient, RedisClient
+from ..clients import Client, LocalClient, RedisClient, RedisClusterClient
 from ..redis_store import DEFAULT_PREFIX, Namespace
 from .base import DEFAULT_TTL, ResultStore
 from .memory import MemoryResultStore
@@ -80,12 +81,13 @@ def result_store_from_url(url: str, *, connect_timeout: float = 5.0) -> ResultSt
 
 def default_result_store(client: Client) -> ResultStore | None:
     """The store of a client without a configured one: in-process for the local backend, the
-    broker's own Redis (records in the publish script), none for RabbitMQ."""
+    broker's own Redis (records in the publish script; on Redis Cluster saved before the
+    publish), none for RabbitMQ."""
     if isinstance(client, LocalClient):
         return MemoryResultStore(client.broker_id)
-    if isinstance(client, RedisClient):
+    if isinstance(client, RedisClient):  # on a cluster, a publish's records span slots: saved apart
         return RedisResultStore(client.redis_client(), client.namespace, url=client.url, ttl=client.result_expires,
-                                shares_broker=True)
+                                shares_broker=not isinstance(client, RedisClusterClient))
     return None
 
 

@@ -15,8 +15,10 @@ This is the one module where Kombu's and py-amqp's private members appear.
   for at most ``confirm_timeout`` seconds (:class:`ConfirmTimeout`).
 * :func:`read_pending` -- dispatch what the broker sent without waiting, and send a heartbeat
   when one is due.
-* :func:`probe_queue_spec` -- which of several candidate specs an existing queue has, in 1
-  round trip (AMQP cannot read a queue's arguments, only check them, see its docstring).
+* :func:`probe_queue_spec` -- which of several candidate specs an existing queue has, and the
+  broker's reasons for refusing the others, in 1 round trip (AMQP cannot read a queue's
+  arguments, only check them, see its docstring).
+* :func:`connect` -- connect, trying every host of a failover URL once.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import amqp
 import kombu
@@ -37,8 +39,8 @@ from ..backends.wire import message_properties
 from ..queues import QueueSpec
 
 __all__ = [
-    "Channel", "ConfirmTimeout", "Connection", "MessagesNacked", "SessionChannel", "Transport",
-    "delivery", "probe_queue_spec", "read_pending", "settle",
+    "Channel", "ConfirmTimeout", "Connection", "MessagesNacked", "Probed", "SessionChannel", "Transport",
+    "connect", "delivery", "probe_queue_spec", "read_pending", "settle",
 ]
 
 _CONFIRMS = [spec.Basic.Ack, spec.Basic.Nack]
@@ -196,6 +198,14 @@ class Transport(pyamqp.Transport):  # type: ignore[misc]
 # -- the backend's adapter -------------------------------------------------------------------------
 
 
+def connect(connection: kombu.Connection) -> None:
+    """Connect as Kombu's lazy connect does, except that every host of a failover URL
+    (``amqp://h1;amqp://h2;amqp://h3``) is tried once, in order, without a pause between them
+    (Kombu's tries two hosts at most). Raises the last attempt's error."""
+    if not connection.connected:
+        connection._ensure_connection(max_retries=max(1, len(connection.alt) - 1), reraise_as_library_errors=False)
+
+
 class SessionChannel:
     """A py-amqp channel (:attr:`raw`) opened on a Kombu connection for a backend session.
 
@@ -206,6 +216,7 @@ class SessionChannel:
     """
 
     def __init__(self, connection: kombu.Connection) -> None:
+        connect(connection)
         raw = connection.channel()
         raw.auto_decode = False
         raw.events["basic_return"].add(self._on_return)
@@ -307,22 +318,24 @@ def settle(channel: Any, delivery_tag: int, how: Settlement) -> None:
 
 class _ProbeChannel(amqp.Channel):  # type: ignore[misc]
     """A channel that sends ``channel.open`` and ``queue.declare`` without waiting and records
-    the answer: declare-ok, or the broker closing the channel (406)."""
+    the answer: declare-ok, or the broker closing the channel (406) and why."""
 
-    def __init__(self, connection: Any, candidate: QueueSpec) -> None:
+    def __init__(self, connection: Any, candidate: QueueSpec, arguments: Mapping[str, Any]) -> None:
         super().__init__(connection, auto_decode=False)
         self.candidate = candidate
+        self.arguments = arguments
         self.matched = False  # declare-ok: the queue has this spec
-        self.refused = False  # the broker closed the channel: it has not
+        self.refused: str | None = None  # the broker closed the channel: it has not, the reply text says why
 
     def _setup_listeners(self) -> None:
         super()._setup_listeners()
         self._callbacks[spec.Queue.DeclareOk] = self._on_declare_ok
 
     def send_probe(self) -> None:
-        name, arguments = self.candidate.name, self.candidate.arguments()
         self.send_method(spec.Channel.Open, "s", ("",))
-        self.send_method(spec.Queue.Declare, _DECLARE_ARGS, (0, name, False, True, False, False, False, arguments))
+        self.send_method(
+            spec.Queue.Declare, _DECLARE_ARGS, (0, self.candidate.name, False, True, False, False, False, self.arguments)
+        )
 
     def send_close(self) -> None:
         """Close without waiting: the close-ok is read by the connection's next wait, which
@@ -336,15 +349,24 @@ class _ProbeChannel(amqp.Channel):  # type: ignore[misc]
         # The broker refused the candidate. Acknowledge and free the id (py-amqp would reopen
         # the channel and raise). Never close such a channel ourselves: RabbitMQ does not
         # always answer a close that crosses its own.
-        self.refused = True
+        self.refused = str(reply_text)
         self.send_method(spec.Channel.CloseOk)
         self.collect()
 
 
+class Probed(NamedTuple):
+    """What :func:`probe_queue_spec` found: the matching candidate, else None, and the broker's
+    reply text for each candidate it refused (``inequivalent arg 'x-max-length' ...``)."""
+
+    match: QueueSpec | None
+    refusals: dict[QueueSpec, str]
+
+
 def probe_queue_spec(
-    connection: kombu.Connection, candidates: Sequence[QueueSpec], *, timeout: float | None = None
-) -> QueueSpec | None:
-    """The candidate an existing queue was declared with, or None when none matches.
+    connection: kombu.Connection, candidates: Sequence[QueueSpec | tuple[QueueSpec, Mapping[str, Any]]],
+    *, timeout: float | None = None,
+) -> Probed:
+    """Which candidate an existing queue was declared with, and why the others were refused.
 
     AMQP has no command that reads a queue's arguments, but RabbitMQ accepts a declare that
     matches the queue and refuses any other with 406, which closes the channel. So each
@@ -356,19 +378,23 @@ def probe_queue_spec(
 
     Args:
         connection: an open connection; its other channels are not touched.
-        candidates: specs of one queue name.
+        candidates: specs of one queue name, declared with their own :meth:`QueueSpec.arguments`,
+            or ``(spec, arguments)`` pairs to declare with other arguments.
         timeout: seconds to wait for each answer (``socket.timeout`` after that).
     """
     raw = connection.connection
     room = max(1, raw.channel_max - len(raw._used_channel_ids))
-    for start in range(0, len(candidates), room):
-        probes = [_ProbeChannel(raw, candidate) for candidate in candidates[start : start + room]]
+    pairs = [(c, c.arguments()) if isinstance(c, QueueSpec) else c for c in candidates]
+    refusals: dict[QueueSpec, str] = {}
+    for start in range(0, len(pairs), room):
+        probes = [_ProbeChannel(raw, candidate, arguments) for candidate, arguments in pairs[start : start + room]]
         for probe in probes:
             probe.send_probe()
-        while not all(probe.matched or probe.refused for probe in probes):
+        while not all(probe.matched or probe.refused is not None for probe in probes):
             raw.drain_events(timeout=timeout)
+        refusals.update((probe.candidate, probe.refused) for probe in probes if probe.refused is not None)
         for probe in probes:
             if probe.matched:
                 probe.send_close()
-                return probe.candidate
-    return None
+                return Probed(probe.candidate, refusals)
+    return Probed(None, refusals)

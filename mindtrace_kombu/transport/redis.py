@@ -118,6 +118,9 @@ class Channel(BindingsMixin, ExactOrderChannelMixin, kombu_redis.Channel):  # ty
 
     from_transport_options = kombu_redis.Channel.from_transport_options + ("prefix", "lease_timeout")
 
+    _brpop_turn = 0  # counts BRPOPs: on Redis Cluster, which slot's queues the next one waits on
+    _brpop_queues: Sequence[str] = ()  # the queues the pending BRPOP waits on
+
     @cached_property
     def namespace(self) -> Namespace:
         """Where every key and pub/sub channel lives."""
@@ -301,17 +304,26 @@ class Channel(BindingsMixin, ExactOrderChannelMixin, kombu_redis.Channel):  # ty
         queues = self._queue_cycle.consume(len(self.active_queues))
         if not queues:
             return
-        keys = [self.namespace.queue(queue).wake for queue in queues]
+        groups = self.store.slot_groups(queues)
+        self._brpop_turn += 1
+        self._brpop_queues = groups[self._brpop_turn % len(groups)]
+        keys = [self.namespace.queue(queue).wake for queue in self._brpop_queues]
+        self._connect_brpop(keys[0])
         self._in_poll = self.client.connection
         self._brpop_sent_at = monotonic()
-        self.client.connection.send_command("BRPOP", *keys, (self.brpop_timeout if timeout is None else timeout) or 0)
+        timeout = self.brpop_timeout if timeout is None else timeout
+        self.client.connection.send_command("BRPOP", *keys, timeout / len(groups) if timeout else 0)
+
+    def _connect_brpop(self, key: str) -> None:
+        """Make sure the pinned connection reaches the server holding ``key`` (a single server
+        holds every key: nothing to do)."""
 
     def _brpop_read(self, **options: Any) -> bool:
         """Read the BRPOP reply and deliver one message of the queue it woke for, taken from the
         store on a pooled connection. Replaces Kombu's, which delivers the popped message.
 
-        A nil reply (the queues stayed idle for the BRPOP timeout) makes one take per consumed
-        queue instead: it delivers a message whose token was lost (a reply that never reached
+        A nil reply (the queues stayed idle for the BRPOP timeout) makes one take per queue
+        the BRPOP waited on instead: it delivers a message whose token was lost (a reply that never reached
         its consumer) and releases the expired leases of dead consumers. While the channel
         closes, the reply is only read.
         """
@@ -330,7 +342,7 @@ class Channel(BindingsMixin, ExactOrderChannelMixin, kombu_redis.Channel):  # ty
         elif reply:
             queues = [self.namespace.queue_of_wake_key(bytes_to_str(reply[0]))]
         else:
-            queues = self._queue_cycle.consume(len(active))
+            queues = list(self._brpop_queues)
         for queue in queues:
             if queue in active and self._deliver_one(queue):
                 return True
@@ -358,7 +370,7 @@ class Channel(BindingsMixin, ExactOrderChannelMixin, kombu_redis.Channel):  # ty
         super()._on_connection_disconnect(connection)
         store = self.__dict__.get("store")
         if store is not None:
-            store.client.connection_pool.disconnect(inuse_connections=False)
+            store.disconnect(in_use=False)
 
     def close(self) -> None:
         """Kombu's close (unacknowledged messages go back), then the lease gives back anything
@@ -374,7 +386,7 @@ class Channel(BindingsMixin, ExactOrderChannelMixin, kombu_redis.Channel):  # ty
                 logger.warning("lease not released: its messages return after lease_timeout", exc_info=True)
             finally:
                 if store is not None:
-                    store.client.connection_pool.disconnect()
+                    store.disconnect()
 
 
 class Transport(kombu_redis.Transport):  # type: ignore[misc]

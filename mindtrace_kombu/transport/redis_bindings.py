@@ -14,26 +14,14 @@ from time import monotonic
 from typing import Any, Sequence
 
 from kombu.utils.encoding import bytes_to_str
+from redis.exceptions import NoScriptError
+
+from ..redis_store.scripts import load
 
 __all__ = ["BindingsMixin"]
 
-# KEYS[1] a binding table. ARGV: member, lifetime in ms ('' for a queue without x-expires).
-# Drops the expired members, then adds the member or raises its deadline (never lowers it).
-_BIND = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local deadline = '+inf'
-if ARGV[2] ~= '' then deadline = now + tonumber(ARGV[2]) end
-redis.call('ZADD', KEYS[1], 'GT', deadline, ARGV[1])
-"""
-
-# KEYS[1] a binding table: drops the expired members, returns the others.
-_TABLE = """
-local t = redis.call('TIME')
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
-return redis.call('ZRANGE', KEYS[1], 0, -1)
-"""
+_BIND = load("bind")
+_TABLE = load("bindings")
 
 
 class BindingsMixin:
@@ -52,14 +40,6 @@ class BindingsMixin:
     typeof: Any
     _binding_ttl: Any
     _touch: Any
-
-    @cached_property
-    def _bind_script(self) -> Any:
-        return self.store.client.register_script(_BIND)
-
-    @cached_property
-    def _table_script(self) -> Any:
-        return self.store.client.register_script(_TABLE)
 
     def _bindings_of(self, queues: Sequence[str]) -> list[tuple[str, str, str]]:
         """``(queue, exchange, member)`` of the bindings this process made for ``queues``; a
@@ -83,12 +63,16 @@ class BindingsMixin:
         with self.store.client.pipeline(transaction=False) as pipe:
             for queue, exchange, member in bindings:
                 lifetime = self._binding_ttl(queue) if queue in self._expires else ""
-                self._bind_script(keys=[self.namespace.binding(exchange)], args=[member, lifetime], client=pipe)
-            pipe.execute()
+                _BIND.queue_on(pipe, [self.namespace.binding(exchange)], [member, lifetime])
+            try:
+                pipe.execute()
+            except NoScriptError:
+                self.store.client.script_load(_BIND.source)
+                self._bind(bindings)
 
     def get_table(self, exchange: str) -> list[tuple[str, ...]]:
         """The bindings of ``exchange`` (expired ones dropped); Kombu's reads its own set."""
-        members = self._table_script(keys=[self.namespace.binding(exchange)], client=self.store.client)
+        members = _TABLE(self.store.client, [self.namespace.binding(exchange)], ())
         return [tuple(bytes_to_str(member).split(self.sep)) for member in members]
 
     def queue_unbind(self, queue: str, exchange: str, routing_key: str = "", arguments: Any = None,

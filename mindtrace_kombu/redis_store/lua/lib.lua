@@ -85,10 +85,17 @@ end
 -- Write a job record (a hash in the job's own slot): the job under `field` ('job': the encoded
 -- job; 'payload': the message payload holding it), queue, status, attempts; the outcome columns a
 -- worker wrote are cleared, the last error kept (a retry waits with it). A record new to its
--- queue's index gets its creation time there and in the hash. It expires ttl ms after its last
--- write; call keep_index once per batch.
+-- queue's index (new to Redis when `index` is nil: on Redis Cluster the index is in another slot,
+-- written by record.lua's 'index') gets its creation time there and in the hash. It expires ttl
+-- ms after its last write; call keep_index once per batch.
 local function save_record(key, index, id, queue, status, field, data, attempts, ttl, now)
-  if redis.call('ZADD', index, 'NX', now, id) == 1 then
+  local new
+  if index then
+    new = redis.call('ZADD', index, 'NX', now, id) == 1
+  else
+    new = redis.call('HEXISTS', key, 'created') == 0
+  end
+  if new then
     redis.call('HSET', key, field, data, 'queue', queue, 'status', status, 'attempts', attempts, 'created', now)
   else
     redis.call('HDEL', key, 'job', 'payload', 'started_at', 'completed_at', 'output', 'dead_lettered')

@@ -1,19 +1,32 @@
--- Job records' state changes, a batch per call. KEYS: one record per job ('save': the queue's
--- job index first); a record's pub/sub channel is its key .. ':done'.
+-- Job records' state changes, a batch per call. KEYS: one record per job ('save' with an index:
+-- the queue's job index first; 'index': the index only); a record's pub/sub channel is its key
+-- .. ':done'. On Redis Cluster a call's records share one slot, and 'save' goes without the index
+-- (another slot), which 'index' then updates.
 -- ARGV[1] op, ARGV[2] TTL (ms), then
---   save:   queue, status, then (job id, job data, attempts) per job          returns #jobs
+--   save:   queue, status, '1' if KEYS[1] is the index else '0', then (job id, job data,
+--           attempts) per job                                                 returns #jobs
+--   index:  the job ids                                                       returns #ids
 --   start:  started_at      returns per job the attempt count; -1 cancelled, 0 no record
 --   finish: the k column names, then per job: status and k values ('' clears)  returns #jobs
 --   cancel: -               (one job) returns 1 done, 0 not queued
 local op, ttl = ARGV[1], tonumber(ARGV[2])
 if op == 'save' then
   local now = now_ms()
-  for i = 2, #KEYS do
-    local at = 3 * (i - 2) + 5
-    save_record(KEYS[i], KEYS[1], ARGV[at], ARGV[3], ARGV[4], 'job', ARGV[at + 1], ARGV[at + 2], ttl, now)
+  local index = nil
+  if ARGV[5] == '1' then index = KEYS[1] end
+  local first = index and 2 or 1
+  for i = first, #KEYS do
+    local at = 3 * (i - first) + 6
+    save_record(KEYS[i], index, ARGV[at], ARGV[3], ARGV[4], 'job', ARGV[at + 1], ARGV[at + 2], ttl, now)
   end
+  if index then keep_index(index, ttl, now, true) end
+  return #KEYS - first + 1
+end
+if op == 'index' then
+  local now = now_ms()
+  for i = 3, #ARGV do redis.call('ZADD', KEYS[1], 'NX', now, ARGV[i]) end
   keep_index(KEYS[1], ttl, now, true)
-  return #KEYS - 1
+  return #ARGV - 2
 end
 if op == 'start' then
   local found = {}
