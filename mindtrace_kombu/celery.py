@@ -27,6 +27,7 @@ from kombu.connection import Connection
 from kombu.utils.url import maybe_sanitize_url
 from kombu.entity import Exchange, Queue
 
+from . import tracing
 from .clients import Client, LocalClient, RabbitMQClient, RedisClient, RedisClusterClient, RedisSentinelClient
 from .config import exact_order_transport
 from .transport import CLUSTER_TRANSPORT, MEMORY_TRANSPORT, REDIS_TRANSPORT
@@ -168,6 +169,14 @@ def _job_task_class() -> type:
             self._backend = value
 
         def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            """Run the task in a CONSUMER span ``process <job_queue>`` whose parent is the trace
+            context in the message headers (:mod:`~mindtrace_kombu.tracing`)."""
+            request = self.request
+            queue = self.job_queue or self.name
+            with tracing.processing(queue, vars(request), str(request.id), request.retries + 1):
+                return self._run_recorded(*args, **kwargs)
+
+        def _run_recorded(self, *args: Any, **kwargs: Any) -> Any:
             """Run the task; a job is recorded in the Orchestrator's result store as a worker of
             this package records it: RUNNING, then COMPLETED with its output, FAILED, or QUEUED
             with the error while Celery retries it. A job cancelled before it started is
@@ -201,7 +210,10 @@ def _job_task_class() -> type:
             if self.job_queue is not None:
                 options.setdefault("queue", self.job_queue)
             options.setdefault("declare", [])
-            return super().apply_async(args, kwargs, **options)
+            with tracing.producing(str(options.get("queue") or self.name), 1) as trace_headers:  # a retry stays in the trace
+                if trace_headers:
+                    options["headers"] = {**(options.get("headers") or {}), **trace_headers}
+                return super().apply_async(args, kwargs, **options)
 
     JobTask.__qualname__ = "JobTask"
     return JobTask

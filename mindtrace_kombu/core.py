@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable, Mapping, NamedTuple, Protocol, Seque
 
 from kombu.exceptions import EncodeError
 
+from . import tracing
 from .arguments import check_count, check_timeout
 from .backends.base import Backend, Delivery, WireMessage
 from .backends.wire import encode
@@ -39,6 +40,10 @@ __all__ = ["BrokerClient", "MessageBuilder", "OutgoingMessage", "QueueOperations
 _POLL_MIN, _POLL_MAX = 0.001, 0.02  # receive_message(timeout=...) poll backoff, seconds
 _RETRY_BACKOFF, _RETRY_BACKOFF_MAX = 0.2, 2.0  # reconnect backoff, seconds
 _T = TypeVar("_T")
+
+#: Called with ``(queue_name, count)`` after every successful publish; None (no cost) unless
+#: Prometheus metrics are enabled (:mod:`.metrics` sets it).
+on_published: Callable[[str, int], None] | None = None
 
 
 class OutgoingMessage(NamedTuple):
@@ -257,6 +262,31 @@ class QueueOperations:
         validate_queue_name(queue_name)
         return self._run(lambda: self.backend.count(queue_name))
 
+    def peek(self, queue_name: str, limit: int = 10) -> list[Job]:
+        """Up to ``limit`` ready jobs in delivery order, left in the queue. Messages that are not
+        jobs are left out (a worker dead-letters them). Redis and local: 1 round trip;
+        RabbitMQ: 1 per message, each taken and put back at its place, marked redelivered.
+
+        Raises:
+            QueueNotFound: the queue does not exist.
+        """
+        validate_queue_name(queue_name)
+        check_count("limit", limit)
+        deliveries = self._run(lambda: self.backend.peek(queue_name, limit))
+        jobs = []
+        for delivery in deliveries:
+            try:
+                jobs.append(decode_job(delivery.message, self.limits))
+            except Undecodable:
+                continue
+        return jobs
+
+    def published_counts(self, queue_names: Sequence[str]) -> dict[str, int] | None:
+        """Messages ever published to each queue, for rates (Redis, local; RabbitMQ with the
+        management API), else None. 1 round trip."""
+        names = [validate_queue_name(name) for name in queue_names]
+        return self._run(lambda: self.backend.published_counts(names))
+
     def clean_queue(self, queue_name: str) -> int:
         """Remove every ready message; returns how many were removed. 1 round trip.
 
@@ -358,20 +388,24 @@ class QueueOperations:
             # the cached spec may be stale (re-created elsewhere with another type): check once more
             del self._specs[queue_name]
             priority = self._spec(queue_name).validate_priority(priority)
-        messages = [self._encode_job(queue_name, job) for job in jobs]
-        if exchange is None:
-            self._send(queue_name, messages, priority, jobs)
-        else:
-            self.recorder.record(lambda results: results.save(queue_name, [job_record(job, m) for job, m in zip(jobs, messages)]), None)
-            self._run(lambda: self.backend.publish_to_exchange(
-                exchange, str(routing_key), messages, priority, label=queue_name
-            ))
+        with tracing.producing(queue_name, len(jobs)) as trace_headers:
+            messages = [self._encode_job(queue_name, job, trace_headers) for job in jobs]
+            if exchange is None:
+                self._send(queue_name, messages, priority, jobs)
+            else:
+                self.recorder.record(lambda results: results.save(queue_name, [job_record(job, m) for job, m in zip(jobs, messages)]), None)
+                self._run(lambda: self.backend.publish_to_exchange(
+                    exchange, str(routing_key), messages, priority, label=queue_name
+                ))
+        if on_published is not None:
+            on_published(queue_name, len(jobs))
         return [job.id for job in jobs]
 
-    def _encode_job(self, queue_name: str, job: Job) -> WireMessage:
+    def _encode_job(self, queue_name: str, job: Job, trace_headers: Mapping[str, str]) -> WireMessage:
         message = self.message_builder(queue_name, job)
         try:
-            return self._encode(message)
+            wire = self._encode(message)
+            return dataclasses.replace(wire, headers={**wire.headers, **trace_headers}) if trace_headers else wire
         except (EncodeError, ValueError, TypeError) as exc:  # pydantic's errors are ValueErrors
             raise JobEncodeError(queue_name, job.id, f"{type(exc).__name__}: {exc}") from exc
 

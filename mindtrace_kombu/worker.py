@@ -43,6 +43,7 @@ from functools import partial
 from types import FrameType
 from typing import Literal
 
+from . import tracing
 from .arguments import check_count, check_seconds, check_timeout
 from .backends.base import Consumer, Delivery
 from .core import OutgoingMessage, QueueOperations
@@ -61,6 +62,7 @@ from .models import ExecutionStatus, Job
 from .process_pool import ProcessPool
 from .queues import QueueType
 from .recording import OutcomeWriter, record_finished, record_started
+from .registry import Registration, WorkerInfo
 from .results.base import Outcome
 from .thread_pool import DaemonThreadPool
 
@@ -181,7 +183,8 @@ def _requeue_copy(orchestrator: QueueOperations, delivery: Delivery, job: Job) -
     retry = job.model_copy(update={"status": ExecutionStatus.QUEUED, "started_at": None})
     spec = orchestrator.queue_spec(delivery.queue)
     priority = delivery.priority if spec.queue_type is QueueType.PRIORITY else None
-    orchestrator.publish(delivery.queue, retry, priority=priority)
+    with tracing.resumed(delivery.headers):  # the copy stays in the job's trace
+        orchestrator.publish(delivery.queue, retry, priority=priority)
     delivery.ack()
 
 
@@ -189,7 +192,7 @@ def _bury(orchestrator: QueueOperations, delivery: Delivery, result: Result) -> 
     """Dead-letter a job whose retries are spent, then ack the original."""
     job = result.job
     reason = f"failed after {job.attempts} attempts: {result.error}"
-    headers = {"x-mindtrace-attempts": job.attempts, "x-mindtrace-traceback": result.traceback}
+    headers = {**tracing.carried(delivery.headers), "x-mindtrace-attempts": job.attempts, "x-mindtrace-traceback": result.traceback}
     orchestrator.dead_letter(delivery.queue, OutgoingMessage(job, {"headers": headers}), reason)
     delivery.ack()
 
@@ -321,7 +324,21 @@ class Worker:
         self._delayed: dict[Delivery, tuple[threading.Timer, Job]] = {}
         self._settling = 0  # settlements and held retries being sent
         self._consumer: Consumer | None = None
+        self._registration: Registration | None = None
         self._consuming = False  # the current connection got as far as consuming
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs taken from the broker and not settled yet: waiting for a handler, running,
+        being settled, or waiting out a retry backoff."""
+        with self._lock:
+            return len(self._pending) + len(self._delayed) + self._settling
+
+    @property
+    def consuming(self) -> bool:
+        """Whether a consumer is open on the queues (not before :meth:`run`, while
+        reconnecting, or after)."""
+        return self._consumer is not None
 
     def stop(self, cold: bool = False) -> None:
         """Ask :meth:`run` to finish. Warm: no new job starts, prefetched ones go back to the
@@ -366,13 +383,28 @@ class Worker:
                         self._outcomes = OutcomeWriter(self.orchestrator.recorder, self._count_record_failure, busy=self._busy)
                     if self.pool == "processes":
                         self._processes = ProcessPool(self.handler, self.concurrency, self.time_limit)
+                    self._registration = Registration(self.orchestrator.backend, WorkerInfo(
+                        queues=self.queues, pool=self.pool, concurrency=self.concurrency,
+                    ), self._registry_snapshot)
+                    self._registration.start()
                     self._consume_reconnecting(until_empty)
             finally:
+                if self._registration is not None:
+                    self._registration.close()
+                    self._registration = None
                 self._close_pools()
                 # a stop() before run() still counts; after it, run() can start again
                 self._stopping.clear()
                 self._cold.clear()
         return self.stats
+
+    def _registry_snapshot(self) -> dict[str, object]:
+        """What the registry shows of this worker now: the jobs it holds and its counts."""
+        with self._lock:
+            in_flight = [delivery.job_id for delivery in self._pending if delivery.job_id]
+        stats = self.stats
+        return {"in_flight": in_flight, "processed": stats.processed, "failed": stats.dead_lettered,
+                "retried": stats.retried}
 
     @contextmanager
     def _signals_stop(self) -> Iterator[None]:
@@ -504,6 +536,7 @@ class Worker:
                 logger.warning("%s", exc)  # dead-lettered and acknowledged by _decode
                 self._emit(JobEvent("-", delivery.queue, 0.0, "dead-lettered", error=exc.reason))
                 continue
+            delivery.job_id = job.id
             taken.setdefault(delivery.queue, []).append((delivery, job))
         assert self._threads is not None
         for queue, batch in taken.items():
@@ -518,12 +551,14 @@ class Worker:
     def _run_job(self, delivery: Delivery, job: Job, processes: ProcessPool | None) -> None:
         """Run the handler (on this thread, or in a child process) and settle the job."""
         started = start(job)
-        if processes is not None:
-            result = processes.run(job, started)
-        elif self.time_limit is None:
-            result = run_handler(self.handler, job, started)
-        else:
-            result = run_with_soft_limit(self.handler, job, started, self.time_limit)
+        with tracing.processing(delivery.queue, delivery.headers, job.id, job.attempts) as outcome:
+            if processes is not None:
+                result = processes.run(job, started)
+            elif self.time_limit is None:
+                result = run_handler(self.handler, job, started)
+            else:
+                result = run_with_soft_limit(self.handler, job, started, self.time_limit)
+            outcome(result.error)
         with self._lock:
             mine = self._pending.pop(delivery, None) is not None
             self._settling += mine

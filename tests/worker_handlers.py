@@ -63,3 +63,11 @@ def stuck(job: Job) -> None:
 def double(job: Job) -> Doubled:
     """The input's value doubled, and the pid of the process that computed it."""
     return Doubled(doubled=job.payload.input.value * 2, pid=os.getpid())  # type: ignore[attr-defined]
+
+
+def by_label(job: Job) -> None:
+    """Succeed, unless the input's ``label`` is ``doomed`` (every attempt fails) or ``flaky``
+    (the first attempt fails)."""
+    label = getattr(job.payload.input, "label", "")
+    if label == "doomed" or (label == "flaky" and job.attempts == 1):
+        raise RuntimeError(f"{label} job, attempt {job.attempts}")

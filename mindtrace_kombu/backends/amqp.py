@@ -88,7 +88,7 @@ from ..transport.amqp import (
     read_pending,
     settle,
 )
-from .base import Delivery, Settlement, WireMessage
+from .base import Delivery, Settlement, WireMessage, WithoutRegistry
 from .errors import translate_errors
 from .sessions import KombuSession, SessionPool
 
@@ -171,7 +171,7 @@ def _reported_spec(queue: Mapping[str, Any]) -> QueueSpec:
     return spec if other is None or spec.foreign is not None else dataclasses.replace(spec, foreign=other)
 
 
-class AmqpBackend:
+class AmqpBackend(WithoutRegistry):
     """RabbitMQ behind the :class:`~.base.Backend` seam; thread-safe.
 
     Args:
@@ -186,6 +186,8 @@ class AmqpBackend:
         heartbeat: the connections' heartbeat interval in seconds (0: none); idle sessions
             are visited every half interval.
     """
+
+    backend_name = "RabbitMQ"
 
     def __init__(
         self,
@@ -320,6 +322,45 @@ class AmqpBackend:
                 raise QueueNotEmpty(queue) from exc
 
         self._run(queue, delete)
+
+    def peek(self, queue: str, limit: int) -> list[Delivery]:
+        """``basic.get`` up to ``limit`` messages unacknowledged, then reject them all with
+        ``requeue``: RabbitMQ puts each back at its place (marked redelivered; on a quorum
+        queue each peek counts as a delivery). One round trip per message, and one passive
+        declare, after which the broker has put them back."""
+        def peek(session: _Session) -> list[Delivery]:
+            channel = session.channel.raw
+            taken: list[Any] = []
+            while len(taken) < limit and (raw := channel.basic_get(queue, no_ack=False)) is not None:
+                taken.append(raw)
+            for raw in reversed(taken):
+                channel.basic_reject(raw.delivery_tag, requeue=True)
+            if taken:  # a synchronous call after the rejects: they are done when peek returns
+                channel.queue_declare(queue, passive=True)
+            return [delivery(queue, raw, None) for raw in taken]
+
+        return self._run(queue, peek)
+
+    def published_counts(self, queues: Sequence[str]) -> dict[str, int] | None:
+        """From the management API's message statistics, when it answers; else None."""
+        answered, found = self._management_get("/api/queues/{vhost}")
+        if not answered:
+            return None
+        wanted = set(queues)
+        return {queue["name"]: int((queue.get("message_stats") or {}).get("publish", 0))
+                for queue in found or () if queue["name"] in wanted}
+
+    def consumer_counts(self, queues: Sequence[str]) -> dict[str, int] | None:
+        """Consumers per queue from a passive ``queue.declare`` each (missing queues left out)."""
+        counts: dict[str, int] = {}
+        for queue in queues:
+            try:
+                counts[queue] = self._run(queue, lambda session: int(
+                    session.channel.raw.queue_declare(queue, passive=True).consumer_count
+                ))
+            except QueueNotFound:
+                continue
+        return counts
 
     def unacked_counts(self) -> dict[str, int] | None:
         answered, queues = self._management_get("/api/queues/{vhost}")

@@ -41,6 +41,7 @@ __all__ = [
     "Settlement",
     "WireMessage",
     "WithoutExchanges",
+    "WithoutRegistry",
 ]
 
 #: Content type given to raw broker data that is not a Kombu message; no consumer accepts it, so
@@ -80,7 +81,7 @@ class Delivery:
         redelivered: it was delivered before (a restore, a requeue, an expired lease).
     """
 
-    __slots__ = ("queue", "message", "priority", "redelivered", "tag", "_settle", "_lock", "settled")
+    __slots__ = ("queue", "message", "priority", "redelivered", "tag", "job_id", "_settle", "_lock", "settled")
 
     def __init__(
         self,
@@ -97,6 +98,7 @@ class Delivery:
         self.priority = priority
         self.redelivered = redelivered
         self.tag = tag  # the backend's handle
+        self.job_id: str | None = None  # the job it carries, once its consumer decoded it
         self._settle = settle
         self._lock = threading.Lock()
         self.settled: Settlement | None = None if settle is not None else Settlement.ACK
@@ -154,6 +156,26 @@ class WithoutExchanges:
         raise self._unsupported()
 
 
+class WithoutRegistry:
+    """The registry methods of a backend that keeps no worker registry: announcing does nothing
+    and listing raises :class:`~mindtrace_kombu.errors.UnsupportedOperation`."""
+
+    backend_name = "this backend"
+    registry_ttl = 30.0
+
+    def announce(self, worker_id: str, info: str, ttl: float) -> None:
+        """Nothing to do: no registry."""
+
+    def forget_worker(self, worker_id: str) -> None:
+        """Nothing to do: no registry."""
+
+    def workers(self) -> list[str | bytes]:
+        raise UnsupportedOperation(
+            self.backend_name, "the worker registry",
+            "the broker's consumer counts are in consumer_counts() and `mindtrace-jobs queues`",
+        )
+
+
 class Consumer(Protocol):
     """Deliveries of some queues, pushed or popped by the backend, with acknowledgements."""
 
@@ -205,6 +227,34 @@ class Backend(Protocol):
 
     def unacked_counts(self) -> dict[str, int] | None:
         """Deliveries in flight per queue, or None where the broker cannot tell."""
+
+    # -- inspection ------------------------------------------------------------------------------
+
+    @property
+    def registry_ttl(self) -> float:
+        """Seconds a worker stays in the registry without renewing its entry (:mod:`..registry`)."""
+
+    def peek(self, queue: str, limit: int) -> list[Delivery]:
+        """Up to ``limit`` ready messages in delivery order, left in the queue (their
+        deliveries cannot be settled). Raises ``QueueNotFound``."""
+
+    def published_counts(self, queues: Sequence[str]) -> dict[str, int] | None:
+        """Messages ever published to each queue (a counter, for rates), or None where the
+        broker keeps none; missing queues are left out."""
+
+    def consumer_counts(self, queues: Sequence[str]) -> dict[str, int] | None:
+        """Consumers per queue as the broker counts them, or None where it does not (the
+        registry's workers count then)."""
+
+    def announce(self, worker_id: str, info: str, ttl: float) -> None:
+        """List a worker (``info``: its JSON) for ``ttl`` seconds unless announced again."""
+
+    def forget_worker(self, worker_id: str) -> None:
+        """Remove a worker from the registry."""
+
+    def workers(self) -> list[str | bytes]:
+        """The JSON infos of the workers listed now. Raises ``UnsupportedOperation`` where the
+        backend keeps no registry."""
 
     # -- exchanges (RabbitMQ; the other backends are :class:`WithoutExchanges`) -----------------
 

@@ -39,6 +39,7 @@ class _Queue:
     spec: QueueSpec
     heap: list[tuple[int, int, int, Stored]] = field(default_factory=list)
     unacked: int = 0
+    published: int = 0
 
 
 @dataclass(eq=False)
@@ -71,6 +72,7 @@ class Broker:
         self._queues: dict[str, _Queue] = {}
         self._in_flight: dict[str, Stored] = {}
         self._sequence = itertools.count(1)
+        self._workers: dict[str, tuple[float, str]] = {}  # the registry: id -> (deadline, info)
 
     def _queue(self, name: str) -> _Queue:
         try:
@@ -128,6 +130,7 @@ class Broker:
                 order = -next(self._sequence) if stack else next(self._sequence)
                 stored = Stored(message, priority or 0, exchange, key, order, queue)
                 heapq.heappush(queue.heap, (-rank, 1, order, stored))
+            queue.published += len(messages)
             self._changed()
 
     def take(self, name: str, *, ack: bool) -> tuple[str, Stored] | None:
@@ -159,6 +162,31 @@ class Broker:
                 rank = _rank(queue.spec, stored.priority)
                 heapq.heappush(queue.heap, (-rank, 0, stored.order, stored))
             self._changed()
+
+    def peek(self, name: str, limit: int) -> list[Stored]:
+        """The next ``limit`` ready messages in delivery order, left in the queue."""
+        with self.condition:
+            return [entry[3] for entry in heapq.nsmallest(limit, self._queue(name).heap)]
+
+    def published_counts(self, names: Sequence[str]) -> dict[str, int]:
+        with self.condition:
+            return {name: self._queues[name].published for name in names if name in self._queues}
+
+    def announce(self, worker_id: str, info: str, ttl: float) -> None:
+        with self.condition:
+            self._workers[worker_id] = (time.monotonic() + ttl, info)
+
+    def forget_worker(self, worker_id: str) -> None:
+        with self.condition:
+            self._workers.pop(worker_id, None)
+
+    def workers(self) -> list[str]:
+        """The infos of the workers whose entries have not lapsed."""
+        now = time.monotonic()
+        with self.condition:
+            for worker_id in [key for key, (deadline, _) in self._workers.items() if deadline < now]:
+                del self._workers[worker_id]
+            return [info for _, info in self._workers.values()]
 
     def unacked_counts(self) -> dict[str, int]:
         """Messages in flight per queue (queues with none are left out)."""
@@ -335,6 +363,26 @@ class MemoryBackend(WithoutExchanges):
 
     def unacked_counts(self) -> dict[str, int] | None:
         return self.broker.unacked_counts()
+
+    registry_ttl = 30.0
+
+    def peek(self, queue: str, limit: int) -> list[Delivery]:
+        return [_delivery(queue, "", stored, None) for stored in self.broker.peek(queue, limit)]
+
+    def published_counts(self, queues: Sequence[str]) -> dict[str, int] | None:
+        return self.broker.published_counts(queues)
+
+    def consumer_counts(self, queues: Sequence[str]) -> dict[str, int] | None:
+        return None
+
+    def announce(self, worker_id: str, info: str, ttl: float) -> None:
+        self.broker.announce(worker_id, info, ttl)
+
+    def forget_worker(self, worker_id: str) -> None:
+        self.broker.forget_worker(worker_id)
+
+    def workers(self) -> list[str | bytes]:
+        return list(self.broker.workers())
 
     def close(self) -> None:
         """Close this backend's consumers and put its unsettled ``get(ack=True)`` deliveries

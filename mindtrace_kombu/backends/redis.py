@@ -36,9 +36,12 @@ logger = logging.getLogger(__name__)
 MAX_WAIT = 1.0
 
 
-def _delivery(stored: Stored, settle: Any) -> Delivery:
+def _delivery(stored: Stored, settle: Any, redelivered: bool | None = None) -> Delivery:
+    """The delivery of a taken message (``redelivered``: given for one peeked, not taken)."""
     message, priority = decode_payload(stored.payload)
-    return Delivery(stored.queue, message, priority=priority, redelivered=stored.redelivered, tag=stored.member, settle=settle)
+    if redelivered is None:
+        redelivered = stored.redelivered
+    return Delivery(stored.queue, message, priority=priority, redelivered=redelivered, tag=stored.member, settle=settle)
 
 
 class RedisBackend(WithoutExchanges):
@@ -132,6 +135,35 @@ class RedisBackend(WithoutExchanges):
     def unacked_counts(self) -> dict[str, int] | None:
         with self.errors("*"):
             return self.store.inflight_counts()
+
+    @property
+    def registry_ttl(self) -> float:
+        """The lease timeout: a worker is listed as long as its lease would hold its jobs."""
+        return self.store.lease_timeout
+
+    def peek(self, queue: str, limit: int) -> list[Delivery]:
+        with self.errors(queue):
+            found = self.store.peek(queue, limit)
+        return [_delivery(Stored(queue, "", payload), None, redelivered) for payload, redelivered in found]
+
+    def published_counts(self, queues: Sequence[str]) -> dict[str, int] | None:
+        with self.errors("*"):
+            return self.store.published_counts(queues)
+
+    def consumer_counts(self, queues: Sequence[str]) -> dict[str, int] | None:
+        return None
+
+    def announce(self, worker_id: str, info: str, ttl: float) -> None:
+        with self.errors("*"):
+            self.store.announce(worker_id, info, ttl)
+
+    def forget_worker(self, worker_id: str) -> None:
+        with self.errors("*"):
+            self.store.forget_worker(worker_id)
+
+    def workers(self) -> list[str | bytes]:
+        with self.errors("*"):
+            return list(self.store.workers())
 
     def close(self) -> None:
         with self._claims_lock:

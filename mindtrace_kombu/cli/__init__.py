@@ -16,11 +16,14 @@ from .. import __version__
 from ..config import DEFAULT_BROKER_URL
 from .broker import DEFAULT_CONFIG_MODULE
 from .commands_bench import bench
+from .commands_dashboard import dashboard
 from .commands_dlq import dlq
 from .commands_jobs import publish, receive, submit
-from .commands_queues import declare, delete, purge, queues
+from .commands_metrics import exporter
+from .commands_queues import declare, delete, peek, purge, queues
 from .commands_results import job, jobs
 from .commands_worker import worker
+from .commands_workers import workers
 from .context import (
     EXIT_ABORTED,
     EXIT_BROKER_UNAVAILABLE,
@@ -111,7 +114,7 @@ def cli(
     ctx.call_on_close(state.close)
 
 
-for command in (queues, declare, publish, submit, receive, purge, delete, dlq, worker, bench, job, jobs):
+for command in (queues, peek, declare, publish, submit, receive, purge, delete, dlq, worker, workers, exporter, bench, job, jobs, dashboard):
     cli.add_command(command)
 
 

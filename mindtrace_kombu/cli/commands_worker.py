@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from .commands_metrics import serve_worker_metrics
 from .context import CliContext, import_object, json_option, pass_cli
 from .output import Output
 
@@ -152,6 +153,14 @@ def _split_queues(values: Sequence[str]) -> list[str]:
     show_default=True,
     help="Seconds between throughput summaries.",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    help="Serve Prometheus metrics on this port (/metrics); needs mindtrace-kombu[metrics].",
+)
+@click.option(
+    "--metrics-host", default="127.0.0.1", show_default=True, help="Address of the metrics server."
+)
 @json_option
 @pass_cli
 def worker(
@@ -168,6 +177,8 @@ def worker(
     declare: bool,
     burst: bool,
     summary_interval: float,
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
     """Run MODULE:HANDLER on the jobs of the -Q queues.
 
@@ -224,6 +235,11 @@ def worker(
         f"{_now()} started       {handler} on {', '.join(names)} at {orchestrator.client.url} "
         f"(concurrency {concurrency}, {pool}{', burst' if burst else ''})",
     )
+    stop_metrics = (
+        None
+        if metrics_port is None
+        else serve_worker_metrics(cli, runner, metrics_port, metrics_host)
+    )
     summaries = threading.Thread(
         target=events.run_summaries, name="mindtrace-jobs-summary", daemon=True
     )
@@ -232,6 +248,8 @@ def worker(
         stats = runner.run(until_empty=burst)
     finally:
         events.stop()
+        if stop_metrics is not None:
+            stop_metrics()
     _stopped(cli.output, stats)
 
 

@@ -189,6 +189,9 @@ _AS_FLAGS = {
     r"raise confirm_timeout": "add ?confirm_timeout=SECONDS to the broker URL",
     r"pass force=True": "pass --force",
     r"queue_type='(\w+)'": r"--type \1",
+    r"replicated=True \(mindtrace-jobs declare --replicated\)": "--replicated",
+    r"replicated=True": "--replicated",
+    r"if_empty=True": "--if-empty",
 }
 
 

@@ -7,6 +7,7 @@ prefix (default ``mindtrace``). Within it:
 key                                    type    contents
 =====================================  ======  ===============================================
 ``<ns>:queues``                        set     names of the declared queues (for listing)
+``<ns>:workers``                       hash    worker id -> ``<deadline ms>|<info JSON>``: live workers
 ``<ns>:q:{<queue>}:meta``              hash    ``type``, ``max`` (max_priority), ``seq``
 ``<ns>:q:{<queue>}:ready``             zset    message id -> score, lowest first
 ``<ns>:q:{<queue>}:bodies``            hash    message id -> payload (ready and in flight)
@@ -70,6 +71,11 @@ class Namespace:
     def registry(self) -> str:
         """The set of declared queue names."""
         return f"{self.root}:queues"
+
+    @property
+    def workers(self) -> str:
+        """The worker registry: worker id -> deadline and info."""
+        return f"{self.root}:workers"
 
     @functools.lru_cache(maxsize=4096)  # noqa: B019 - namespaces are few and live as long as the process
     def queue(self, name: str) -> QueueKeys:

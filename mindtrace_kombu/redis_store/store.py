@@ -10,7 +10,8 @@ declare                       1 (script and registry update, pipelined)
 put (n messages)              1 per 1,000 messages (job records, if given, in the same script call;
                               with wait_replicas, WAIT pipelined with it)
 take / get / settle           1 (acks, requeues, expired leases and the take in one script)
-count, purge, release         1
+count, purge, release, peek   1
+announce, workers             1 (the registry: one hash, its lapsed entries dropped as it is read)
 delete                        2 (the script, then the registry update: only once it succeeded)
 wait                          1 BRPOP on the queues' and the consumer's wake-up lists (blocks up to
                               ``timeout``; on Redis Cluster on one slot's lists at a time)
@@ -53,6 +54,8 @@ _RELEASE = load("release")
 _COUNT = load("count")
 _PURGE = load("purge")
 _DELETE = load("delete")
+_PEEK = load("peek")
+_WORKERS = load("workers")
 
 
 class NotReplicated(Exception):
@@ -296,6 +299,31 @@ class RedisStore:
             key = self.namespace.consumer_wake(consumer, group[0])
             pipe.lpush(key, 1).expire(key, _WAKE_TTL)
         pipe.execute()
+
+    def peek(self, queue: str, limit: int) -> list[tuple[bytes, bool]]:
+        """Up to ``limit`` ready payloads in delivery order, left in the queue, each with
+        whether it was delivered before. One round trip."""
+        found = self._run(_PEEK, queue, (limit,))
+        return [(payload, float(score) % _BAND < _FLAG) for score, payload in zip(found[::2], found[1::2])]
+
+    def announce(self, worker_id: str, info: str, ttl: float) -> None:
+        """List worker ``worker_id`` with ``info`` for ``ttl`` seconds (server clock)."""
+        _WORKERS(self.client, [self.namespace.workers], ["announce", worker_id, info, max(1, int(ttl * 1000))])
+
+    def forget_worker(self, worker_id: str) -> None:
+        _WORKERS(self.client, [self.namespace.workers], ["forget", worker_id])
+
+    def workers(self) -> list[bytes]:
+        """The infos of the workers whose entries have not lapsed (lapsed ones are dropped)."""
+        return list(_WORKERS(self.client, [self.namespace.workers], ["list"]))
+
+    def published_counts(self, queues: Sequence[str]) -> dict[str, int]:
+        """Messages ever put in each queue (the publish sequence; missing queues left out).
+        One pipelined round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for queue in queues:
+            pipe.hget(self.namespace.queue(queue).meta, "seq")
+        return {queue: int(seq) for queue, seq in zip(queues, pipe.execute()) if seq is not None}
 
     def inflight_counts(self) -> dict[str, int]:
         """Messages in flight per declared queue. O(queues)."""

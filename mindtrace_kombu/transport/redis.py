@@ -93,6 +93,7 @@ from ..redis_store import DEFAULT_LEASE_TIMEOUT, DEFAULT_PREFIX, Lease, Namespac
 from .base import ExactOrderChannelMixin, not_found_as_404, queue_not_found, unparseable_message
 from .redis_bindings import BindingsMixin
 from .redis_qos import IN_FLIGHT, PublishBatch, QoS
+from .redis_registry import ChannelAnnouncer
 
 __all__ = ["Channel", "QoS", "Transport"]
 
@@ -281,10 +282,17 @@ class Channel(BindingsMixin, ExactOrderChannelMixin, kombu_redis.Channel):  # ty
         self.qos.append(message, message.delivery_tag)
         return message
 
+    @cached_property
+    def announcer(self) -> ChannelAnnouncer:
+        """Lists this channel in the worker registry while it consumes."""
+        return ChannelAnnouncer(self)
+
     def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
-        """Kombu's; a consumed queue lives as long as its bindings (see ``x-expires``)."""
+        """Kombu's; a consumed queue lives as long as its bindings (see ``x-expires``), and
+        the channel is listed in the worker registry from now on."""
         result = super().basic_consume(queue, no_ack, *args, **kwargs)
         self._touch(queue)
+        self.announcer.start()
         return result
 
     def _basic_cancel(self, consumer_tag: str) -> Any:
@@ -375,6 +383,9 @@ class Channel(BindingsMixin, ExactOrderChannelMixin, kombu_redis.Channel):  # ty
     def close(self) -> None:
         """Kombu's close (unacknowledged messages go back), then the lease gives back anything
         it still holds and stops its heartbeat."""
+        announcer = self.__dict__.get("announcer")
+        if announcer is not None:
+            announcer.close()
         try:
             super().close()
         finally:

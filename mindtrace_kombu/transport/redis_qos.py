@@ -31,9 +31,11 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
         virtual.QoS.append(self, message, delivery_tag)
 
     def ack(self, delivery_tag: str) -> None:
-        """Settle the message as done; it leaves the store."""
+        """Settle the message as done; it leaves the store (and counts as processed in the
+        worker registry)."""
         self._settle(delivery_tag, requeue=False)
         virtual.QoS.ack(self, delivery_tag)
+        self.channel.announcer.acknowledged += 1
 
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
         """Drop the message, or with ``requeue`` put it back first in line. Replaces Kombu's,
