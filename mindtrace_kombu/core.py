@@ -32,6 +32,7 @@ from .errors import (
 from .exchanges import validate_exchange, validate_routing_key
 from .models import QUEUE_MAPPING, Job, JobType
 from .queues import QueueSpec, dead_letter_queue_name, validate_queue_name
+from .registry import WorkerInfo, consumers_by_queue
 from .results.base import Recorder, ResultStore, job_record
 from .serialization import SERIALIZER
 
@@ -280,6 +281,27 @@ class QueueOperations:
             except Undecodable:
                 continue
         return jobs
+
+    def workers(self) -> list[WorkerInfo]:
+        """The workers running now (this package's, and Celery workers on its Redis
+        transport), each listed from its start until it stops or its registry entry lapses
+        (Redis: ``lease_timeout``). 1 round trip.
+
+        Raises:
+            UnsupportedOperation: on RabbitMQ, which keeps no registry (see
+                :meth:`consumer_counts`).
+        """
+        return [WorkerInfo.model_validate_json(info) for info in self._run(self.backend.workers)]
+
+    def consumer_counts(self, queues: Sequence[str]) -> dict[str, int]:
+        """Consumers of each of ``queues``: the broker's count on RabbitMQ (1 round trip per
+        queue; missing queues are left out), else the registry's workers consuming it."""
+        names = [validate_queue_name(queue) for queue in queues]
+        counted = self._run(lambda: self.backend.consumer_counts(names))
+        if counted is not None:
+            return counted
+        listed = consumers_by_queue(self.workers())
+        return {queue: listed.get(queue, 0) for queue in names}
 
     def published_counts(self, queue_names: Sequence[str]) -> dict[str, int] | None:
         """Messages ever published to each queue, for rates (Redis, local; RabbitMQ with the

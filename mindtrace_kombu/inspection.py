@@ -15,7 +15,7 @@ from .errors import QueueNotFound, UnsupportedOperation
 from .queues import QueueSpec, dead_letter_queue_name
 
 if TYPE_CHECKING:
-    from .orchestrator import Orchestrator
+    from .core import QueueOperations
 
 __all__ = ["Point", "QueueRow", "queue_rows", "rates"]
 
@@ -44,7 +44,7 @@ class Point:
     published: int | None
 
 
-def _count(orchestrator: Orchestrator, name: str) -> int | None:
+def _count(orchestrator: QueueOperations, name: str) -> int | None:
     """Ready messages, or None when the queue is gone (deleted since it was listed)."""
     try:
         return orchestrator.count_queue_messages(name)
@@ -52,30 +52,30 @@ def _count(orchestrator: Orchestrator, name: str) -> int | None:
         return None
 
 
-def _specs(orchestrator: Orchestrator, names: Sequence[str]) -> list[QueueSpec]:
-    """The named queues (``QueueNotFound`` for a missing one) and their dead-letter queues, or
-    every queue the broker lists."""
+def _specs(orchestrator: QueueOperations, names: Sequence[str]) -> list[QueueSpec]:
+    """The named queues that exist and their dead-letter queues, or every queue the broker
+    lists."""
     if not names:
         return orchestrator.list_queues()
-    specs = [orchestrator.queue_spec(name) for name in names]
-    for name in names:
+    specs = []
+    for name in [*names, *map(dead_letter_queue_name, names)]:
         try:
-            specs.append(orchestrator.queue_spec(dead_letter_queue_name(name)))
+            specs.append(orchestrator.queue_spec(name))
         except QueueNotFound:
             continue
     return specs
 
 
-def _consumers(orchestrator: Orchestrator, names: Sequence[str]) -> dict[str, int] | None:
+def _consumers(orchestrator: QueueOperations, names: Sequence[str]) -> dict[str, int] | None:
     try:
         return orchestrator.consumer_counts(names)
     except UnsupportedOperation:
         return None
 
 
-def queue_rows(orchestrator: Orchestrator, names: Sequence[str] = ()) -> list[QueueRow]:
-    """A row per queue (``names``, or every listed one); a dead-letter queue folds into its
-    queue's row. Round trips: a count per queue and per dead-letter queue, plus one each for
+def queue_rows(orchestrator: QueueOperations, names: Sequence[str] = ()) -> list[QueueRow]:
+    """A row per queue (those of ``names`` that exist, or every listed one); a dead-letter queue
+    folds into its queue's row. Round trips: a count per queue and per dead-letter queue, plus one each for
     in-flight, consumer and publish counts."""
     specs = _specs(orchestrator, names)
     listed = {spec.name for spec in specs}

@@ -21,8 +21,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from . import core
-from .errors import BrokerUnavailable, QueueNotFound
-from .queues import dead_letter_queue_name
+from .errors import BrokerUnavailable
+from .inspection import QueueRow, queue_rows
 
 try:
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -90,8 +90,9 @@ class QueueMetrics:
         max_age: seconds a read is served before the broker is read again.
 
     Exported: ``mindtrace_queue_ready``, ``mindtrace_queue_unacked`` (where the broker reports
-    it), ``mindtrace_queue_dead_letters`` by queue, and ``mindtrace_broker_up`` (0: the last
-    read failed, and the queue gauges are left out).
+    it), ``mindtrace_queue_dead_letters``, ``mindtrace_queue_consumers`` (RabbitMQ's count, else
+    the registry's live workers) by queue, and ``mindtrace_broker_up`` (0: the last read
+    failed, and the queue gauges are left out).
     """
 
     def __init__(self, orchestrator: QueueOperations, queues: Sequence[str] = (), max_age: float = 5.0) -> None:
@@ -103,24 +104,25 @@ class QueueMetrics:
         self._families: list[GaugeMetricFamily] = []
 
     @staticmethod
-    def _families_of(
-        ready: dict[str, int], unacked: dict[str, int] | None, dead: dict[str, int], up: bool
-    ) -> list[GaugeMetricFamily]:
+    def _families_of(rows: Sequence[QueueRow], up: bool) -> list[GaugeMetricFamily]:
         families = [GaugeMetricFamily("mindtrace_broker_up", "1 if the last read of the queue counts succeeded", value=int(up))]
-        for name, documentation, values in (
-            ("mindtrace_queue_ready", "Messages ready in the queue", ready),
-            ("mindtrace_queue_unacked", "Messages delivered to consumers and not acknowledged yet", unacked),
-            ("mindtrace_queue_dead_letters", "Messages in the queue's dead-letter queue", dead),
+        for name, documentation, column in (
+            ("mindtrace_queue_ready", "Messages ready in the queue", "ready"),
+            ("mindtrace_queue_unacked", "Messages delivered to consumers and not acknowledged yet", "in_flight"),
+            ("mindtrace_queue_dead_letters", "Messages in the queue's dead-letter queue", "dead_letters"),
+            ("mindtrace_queue_consumers", "Consumers of the queue (RabbitMQ's count, else live workers)", "consumers"),
         ):
             family = GaugeMetricFamily(name, documentation, labels=_QUEUE)
-            for queue, value in sorted((values or {}).items()):
-                family.add_metric([queue], value)
+            for row in sorted(rows, key=lambda row: row.name):
+                value = getattr(row, column)
+                if value is not None or column == "dead_letters":
+                    family.add_metric([row.name], value or 0)
             families.append(family)
         return families
 
     def describe(self) -> list[GaugeMetricFamily]:
         """The metric names, without reading the broker (for the registry's duplicate check)."""
-        return self._families_of({}, {}, {}, up=False)
+        return self._families_of([], up=False)
 
     def collect(self) -> list[GaugeMetricFamily]:
         """The gauges, read from the broker if the last read is older than ``max_age``."""
@@ -131,36 +133,13 @@ class QueueMetrics:
             return self._families
 
     def _read(self) -> list[GaugeMetricFamily]:
-        """1 round trip for the unacknowledged counts, 2 per queue (ready, dead letters), and
-        ``list_queues`` when no queues were named."""
-        operations = self.orchestrator
+        """The queue rows of :func:`..inspection.queue_rows` (its round trips)."""
         try:
-            names = self.queues or self._listed()
-            unacked = operations.unacked_counts()
-            ready: dict[str, int] = {}
-            dead: dict[str, int] = {}
-            for name in names:
-                count = self._count(name)
-                if count is None:
-                    continue  # not declared (yet), or deleted: no sample
-                ready[name] = count
-                dead[name] = self._count(dead_letter_queue_name(name)) or 0
+            rows = queue_rows(self.orchestrator, self.queues)
         except BrokerUnavailable as exc:
             logger.warning("queue metrics: %s", exc)
-            return self._families_of({}, {}, {}, up=False)
-        in_flight = None if unacked is None else {name: unacked.get(name, 0) for name in ready}
-        return self._families_of(ready, in_flight, dead, up=True)
-
-    def _listed(self) -> list[str]:
-        specs = self.orchestrator.list_queues()
-        dead_letter_queues = {dead_letter_queue_name(spec.name) for spec in specs}
-        return [spec.name for spec in specs if spec.name not in dead_letter_queues]
-
-    def _count(self, name: str) -> int | None:
-        try:
-            return self.orchestrator.count_queue_messages(name)
-        except QueueNotFound:
-            return None
+            return self._families_of([], up=False)
+        return self._families_of(rows, up=True)
 
 
 # -- workers -------------------------------------------------------------------------------------------

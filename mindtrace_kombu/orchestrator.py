@@ -20,7 +20,6 @@ from .decoding import DEFAULT_LIMITS, DecodeLimits
 from .errors import JobNotFound, ResultsNotConfigured, WaitTimeout
 from .models import ExecutionStatus, Job, JobType
 from .queues import validate_queue_name
-from .registry import WorkerInfo, consumers_by_queue
 from .results.base import ResultStore
 from .results.urls import Results, choose_result_store, result_backend_from_env
 from .worker import Handler, RetryPolicy, Worker, WorkerStats, claim
@@ -201,27 +200,6 @@ class Orchestrator(QueueOperations):
     def forget(self, job_id: str) -> bool:
         """Drop the job's record; False if there was none."""
         return self._results().forget(str(job_id))
-
-    def workers(self) -> list[WorkerInfo]:
-        """The workers running now (this package's, and Celery workers on its Redis
-        transport), each listed from its start until it stops or its registry entry lapses
-        (Redis: ``lease_timeout``). 1 round trip.
-
-        Raises:
-            UnsupportedOperation: on RabbitMQ, which keeps no registry (see
-                :meth:`consumer_counts`).
-        """
-        return [WorkerInfo.model_validate_json(info) for info in self._run(self.backend.workers)]
-
-    def consumer_counts(self, queues: Sequence[str]) -> dict[str, int]:
-        """Consumers of each of ``queues``: the broker's count on RabbitMQ (1 round trip per
-        queue; missing queues are left out), else the registry's workers consuming it."""
-        names = [validate_queue_name(queue) for queue in queues]
-        counted = self._run(lambda: self.backend.consumer_counts(names))
-        if counted is not None:
-            return counted
-        listed = consumers_by_queue(self.workers())
-        return {queue: listed.get(queue, 0) for queue in names}
 
     def dead_letters(self, queue_name: str, limit: int | None = None) -> list[DeadLetter]:
         """The dead letters of ``queue_name``, oldest first, left in place."""

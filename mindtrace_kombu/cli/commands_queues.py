@@ -59,6 +59,8 @@ def queues(cli: CliContext, names: Sequence[str], watch: bool, interval: float) 
     """
     orchestrator = cli.orchestrator
     output = cli.output
+    for name in names:
+        orchestrator.queue_spec(name)  # QueueNotFound (exit 3) for a name that does not exist
     rows = _rows(cli, names)
     if watch:
         _watch(cli, names, rows, interval)
