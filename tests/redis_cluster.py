@@ -8,63 +8,32 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import redis
-
-from .helpers import free_port, wait_until
+from .helpers import RedisServer, free_port, wait_until
 
 #: Milliseconds before a silent master is failed over (short, so that failover tests are quick).
 NODE_TIMEOUT_MS = 1000
 
 
-class ClusterNode:
-    """One cluster-enabled redis-server without persistence."""
+def cluster_node(directory: Path) -> RedisServer:
+    """One cluster-enabled node (its bus on a free port: the default, port + 10000, may be taken)."""
+    return RedisServer(directory, "--cluster-enabled", "yes", "--cluster-port", str(free_port()),
+                       "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", str(NODE_TIMEOUT_MS))
 
-    def __init__(self, directory: Path) -> None:
-        self.port, self.bus_port = free_port(), free_port()
-        self.directory = directory
-        directory.mkdir(parents=True)
-        self.client = redis.Redis(port=self.port, socket_timeout=5)
-        self.start()
 
-    def start(self) -> None:
-        """Start the server (again: it rejoins the cluster from its ``nodes.conf``)."""
-        self.process = subprocess.Popen(
-            [str(shutil.which("redis-server")), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--cluster-enabled", "yes", "--cluster-port", str(self.bus_port), "--cluster-config-file", "nodes.conf",
-             "--cluster-node-timeout", str(NODE_TIMEOUT_MS), "--save", "", "--appendonly", "no",
-             "--dir", str(self.directory)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-        )
-        wait_until(self.answers, 15, f"cluster node {self.port} answering")
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def answers(self) -> bool:
-        try:
-            return bool(self.client.ping())
-        except redis.RedisError:
-            return False
-
-    def role(self) -> str:
-        return str(self.client.execute_command("ROLE")[0].decode())
-
-    def kill(self) -> None:
-        self.process.kill()
-        self.process.wait()
+def role(node: RedisServer) -> str:
+    return str(node.client.execute_command("ROLE")[0].decode())
 
 
 class RedisClusterNodes:
     """Six nodes joined into a cluster with one replica per master."""
 
     def __init__(self, directory: Path, size: int = 6) -> None:
-        self.nodes: list[ClusterNode] = []
+        self.nodes: list[RedisServer] = []
         try:
             for n in range(size):
-                self.nodes.append(ClusterNode(directory / f"node-{n}"))
+                self.nodes.append(cluster_node(directory / f"node-{n}"))
             subprocess.run(
-                [str(shutil.which("redis-cli")), "--cluster", "create", *(node.address for node in self.nodes),
+                [str(shutil.which("redis-cli")), "--cluster", "create", *(f"127.0.0.1:{node.port}" for node in self.nodes),
                  "--cluster-replicas", "1", "--cluster-yes"],
                 check=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, timeout=60,
             )
@@ -75,19 +44,18 @@ class RedisClusterNodes:
 
     def healthy(self) -> bool:
         """Every live node says the cluster is ok, and three of them are masters."""
-        alive = [node for node in self.nodes if node.process.poll() is None]
-        states = [node.client.cluster("info").get("cluster_state") for node in alive]
+        states = [node.client.cluster("info").get("cluster_state") for node in self.nodes if node.running]
         return all(state == "ok" for state in states) and len(self.masters()) == 3
 
     @property
     def url(self) -> str:
         """``rediscluster://`` URL listing every node as a startup node."""
-        return "rediscluster://" + ",".join(node.address for node in self.nodes)
+        return "rediscluster://" + ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
 
-    def masters(self) -> list[ClusterNode]:
-        return [node for node in self.nodes if node.process.poll() is None and node.role() == "master"]
+    def masters(self) -> list[RedisServer]:
+        return [node for node in self.nodes if node.running and role(node) == "master"]
 
     def stop(self) -> None:
         for node in self.nodes:
-            if node.process.poll() is None:
-                node.kill()
+            if node.running:
+                node.stop()

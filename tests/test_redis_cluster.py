@@ -23,7 +23,7 @@ from mindtrace_kombu.redis_store import Namespace
 
 from .celery_test_app_harness import CeleryWorker
 from .conftest import make_job, require_tools, unique, wait_until
-from .redis_cluster import RedisClusterNodes
+from .redis_cluster import RedisClusterNodes, role
 
 pytestmark = pytest.mark.timeout(180)
 SCRIPT = Path(sys.executable).with_name("mindtrace-jobs")
@@ -31,8 +31,7 @@ SCRIPT = Path(sys.executable).with_name("mindtrace-jobs")
 
 def master_of(cluster: RedisClusterNodes, queue: str) -> int:
     """The port of the master that holds ``queue``'s keys."""
-    alive = [node for node in cluster.nodes if node.process.poll() is None]
-    client = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", node.port) for node in alive])
+    client = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", node.port) for node in cluster.nodes if node.running])
     try:
         return int(client.get_node_from_key(Namespace().queue(queue).meta).port)
     finally:
@@ -117,7 +116,7 @@ def test_celery_prefork_worker_runs_tasks_in_exact_priority_order(
 ) -> None:
     urgent, other = slots_apart(redis_cluster, 2, "celery")
     runs_key = f"{{{unique('runs')}}}:runs"
-    env = {"CLUSTER_NODES": ",".join(node.address for node in redis_cluster.nodes),
+    env = {"CLUSTER_NODES": ",".join(f"127.0.0.1:{node.port}" for node in redis_cluster.nodes),
            "CLUSTER_RUNS_KEY": runs_key, "CLUSTER_QUEUES": f"{urgent},{other}"}
     os.environ.update(env)  # the app module reads them when the test imports it
     try:
@@ -204,12 +203,12 @@ def test_failover_under_load_loses_no_job_whose_publish_returned(own_cluster: Re
             wait_until(lambda: len(processed) >= 200, 60, "jobs flowing before the failover")
             # When the master that holds the queue dies
             victim = next(node for node in own_cluster.nodes if node.port == master_of(own_cluster, queue))
-            victim.kill()
+            victim.stop()
             wait_until(lambda: master_of(own_cluster, queue) != victim.port, 60, "a replica promoted")
             # (the new master has no replica: publishes raise PublishNotReplicated until the old
             # master comes back as its replica)
             victim.start()
-            wait_until(lambda: victim.role() == "slave", 60, "the old master back as a replica")
+            wait_until(lambda: role(victim) == "slave", 60, "the old master back as a replica")
             before = len(published)
             wait_until(lambda: len(published) >= before + 200, 60, f"publishing resumed (errors: {failures[-3:]})")
             stop_producing.set()

@@ -4,53 +4,26 @@ returns once a replica holds the job, and says so when no replica acknowledged i
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from mindtrace_kombu import Orchestrator
 from mindtrace_kombu.errors import BrokerUnavailable, InvalidArgument, PublishNotReplicated
 from mindtrace_kombu.redis_store import Namespace
 
-from .conftest import free_port, make_job, require_tools, unique, wait_until
+from .conftest import make_job, require_tools, unique, wait_until
+from .helpers import RedisServer
 
 pytestmark = pytest.mark.timeout(60)
 
 
-class Node:
-    """A redis-server without persistence on a free loopback port."""
-
-    def __init__(self, directory: Path, *arguments: str) -> None:
-        self.port = free_port()
-        directory.mkdir()
-        self.process = subprocess.Popen(
-            [str(shutil.which("redis-server")), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(directory), *arguments],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-        )
-        self.client = redis.Redis(port=self.port, socket_timeout=5)
-        wait_until(self.answers, 10, "the node answering")
-
-    def answers(self) -> bool:
-        try:
-            return bool(self.client.ping())
-        except redis.RedisError:
-            return False
-
-    def stop(self) -> None:
-        self.process.kill()
-        self.process.wait()
-
-
 @pytest.fixture
-def pair(tmp_path: Path) -> Iterator[tuple[Node, Node]]:
+def pair(tmp_path: Path) -> Iterator[tuple[RedisServer, RedisServer]]:
     require_tools("redis-server")
-    master = Node(tmp_path / "master")
-    replica = Node(tmp_path / "replica", "--replicaof", "127.0.0.1", str(master.port))
+    master = RedisServer(tmp_path / "master")
+    replica = RedisServer(tmp_path / "replica", "--replicaof", "127.0.0.1", str(master.port))
     try:
         wait_until(lambda: replica.client.info("replication").get("master_link_status") == "up", 20, "replica in sync")
         yield master, replica
@@ -59,7 +32,7 @@ def pair(tmp_path: Path) -> Iterator[tuple[Node, Node]]:
         master.stop()
 
 
-def test_a_publish_returns_once_a_replica_holds_the_job(pair: tuple[Node, Node]) -> None:
+def test_a_publish_returns_once_a_replica_holds_the_job(pair: tuple[RedisServer, RedisServer]) -> None:
     master, replica = pair
     queue = unique("replicated")
     url = f"redis://127.0.0.1:{master.port}/0?wait_replicas=1&wait_timeout=0.5"

@@ -13,9 +13,7 @@ new master; with no master left, a publish raises ``BrokerUnavailable`` after a 
 
 from __future__ import annotations
 
-import shutil
 import signal
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -25,7 +23,6 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-import redis
 
 from mindtrace_kombu import Job, Orchestrator
 from mindtrace_kombu.clients import RedisSentinelClient, client_from_url
@@ -34,6 +31,7 @@ from mindtrace_kombu.transport.sentinel import MasterConnection
 from mindtrace_kombu.worker import Worker
 
 from .conftest import free_port, make_job, require_tools, unique, wait_until
+from .helpers import RedisServer
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -47,43 +45,12 @@ CONNECT_TIMEOUT, WAIT_TIMEOUT = 3.0, 1.0
 PUBLISH_BOUND = 3 * CONNECT_TIMEOUT + 0.6 + WAIT_TIMEOUT + 1.0
 
 
-class Server:
-    """A redis-server (or sentinel) without persistence on a loopback port, logging to its dir."""
-
-    def __init__(self, directory: Path, port: int, *arguments: str, config: str | None = None) -> None:
-        self.port = port
-        directory.mkdir(exist_ok=True)
-        command = [str(shutil.which("redis-server"))]
-        if config is not None:
-            config_file = directory / "sentinel.conf"
-            config_file.write_text(config)
-            command += [str(config_file), "--sentinel"]
-        command += ["--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
-                    "--logfile", str(directory / "log.txt"), *arguments]
-        if config is None:
-            command += ["--save", "", "--appendonly", "no"]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        self.client = redis.Redis(port=port, socket_timeout=5, decode_responses=True)
-        wait_until(self.answers, 10, f"the server on port {port} answering")
-
-    def answers(self) -> bool:
-        try:
-            return bool(self.client.ping())
-        except redis.RedisError:
-            return False
-
-    def stop(self) -> None:
-        self.process.kill()
-        self.process.wait()
-        self.client.close()
-
-
 class Cluster:
     """One master, one replica, three sentinels watching them (quorum 2)."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.servers: list[Server] = []
+        self.servers: list[RedisServer] = []
         self.master = self.start("master", free_port())
         self.replica = self.start("replica", free_port(), "--replicaof", "127.0.0.1", str(self.master.port))
         wait_until(lambda: self.linked(self.replica), 20, "replica in sync")
@@ -96,9 +63,9 @@ class Cluster:
         self.sentinels = [self.start(f"sentinel{n}", free_port(), config=config) for n in range(3)]
         wait_until(self.watching, 30, "three sentinels that know each other, the master and its replica")
 
-    def start(self, name: str, port: int, *arguments: str, config: str | None = None) -> Server:
+    def start(self, name: str, port: int, *arguments: str, config: str | None = None) -> RedisServer:
         """A server in its own directory, stopped by :meth:`close`."""
-        server = Server(self.directory / name, port, *arguments, config=config)
+        server = RedisServer(self.directory / name, *arguments, port=port, config=config, decode_responses=True)
         self.servers.append(server)
         return server
 
@@ -107,7 +74,7 @@ class Cluster:
         return ";".join(f"sentinel://127.0.0.1:{sentinel.port}" for sentinel in self.sentinels)
 
     @staticmethod
-    def linked(replica: Server) -> bool:
+    def linked(replica: RedisServer) -> bool:
         return replica.client.info("replication").get("master_link_status") == "up"
 
     def states(self) -> list[dict[str, Any]]:
@@ -118,7 +85,7 @@ class Cluster:
         return all(state["num-other-sentinels"] == 2 and state["num-slaves"] == 1 and state["port"] == self.master.port
                    for state in self.states())
 
-    def failed_over_to(self, node: Server) -> bool:
+    def failed_over_to(self, node: RedisServer) -> bool:
         """Every sentinel names ``node`` the master, with one config epoch and no failover
         going on, and ``node`` says it is the master."""
         states = self.states()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,20 +69,7 @@ def assert_child_of(span: Span, parent: Span) -> None:
     assert span["links"] == [f"{parent['trace_id']}-{parent['span_id']}"]
 
 
-@pytest.fixture
-def orchestrator(request: pytest.FixtureRequest) -> Iterator[Orchestrator]:
-    """An orchestrator on ``request.param``'s broker; the test's queues are deleted afterwards."""
-    made = Orchestrator(make_client(request.param))
-    yield made
-    for name in list(made._specs):
-        try:
-            made.delete_queue(name)
-        except QueueNotFound:
-            pass
-    made.close()
-
-
-@pytest.mark.parametrize("orchestrator", ["redis", "rabbitmq"], indirect=True)
+@pytest.mark.parametrize("backend", ["redis", "rabbitmq"])
 def test_handler_spans_continue_the_producer_trace_in_another_process(
     orchestrator: Orchestrator, exporter: InMemorySpanExporter, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
@@ -99,7 +85,7 @@ def test_handler_spans_continue_the_producer_trace_in_another_process(
     assert {span["kind"] for span in producers.values()} == {"PRODUCER"}
     spans_file = tmp_path / "spans.jsonl"
     subprocess.run(
-        [sys.executable, "-m", "tests.tracing_worker", broker_url(request.node.callspec.params["orchestrator"]), queue, str(spans_file)],
+        [sys.executable, "-m", "tests.tracing_worker", broker_url(request.node.callspec.params["backend"]), queue, str(spans_file)],
         cwd=ROOT, check=True, timeout=90,
     )
     spans = read(spans_file)
