@@ -235,4 +235,5 @@ def test_a_quorum_queue_keeps_every_confirmed_job_when_its_leader_stops(cluster:
         consumer.close()
     twice = [job_id for job_id, times in Counter(processed).items() if times > 1]
     assert len(twice) <= PREFETCH + PUBLISH_RETRIES, twice
-    assert worker.stats.completed == len(processed)
+    # a run whose connection was lost before its acknowledgement is not completed (it ran again)
+    assert len(processed) - PREFETCH <= worker.stats.completed <= len(processed)

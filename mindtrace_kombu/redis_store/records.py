@@ -3,8 +3,9 @@
 
 Every batch of state changes is one ``lua/record.lua`` call; a publish writes its records inside
 ``put.lua`` (``RedisStore.put(records=...)``). On Redis Cluster, where the records of a batch
-live in many slots, a batch is one call per slot sent in one pipeline (a round trip per master),
-and a save updates the queue's index in a call of its own. Records hold strings: the caller
+live in many slots, a batch is one call per slot (several: one pipeline, a round trip per
+master); a publish saves its records first without the queue's index, which ``put.lua`` updates
+in the queue's slot, and any other save updates the index in a call of its own. Records hold strings: the caller
 encodes jobs and names the outcome columns.
 """
 
@@ -113,8 +114,9 @@ class RecordStore:
                     found[at] = value
         return found
 
-    def save(self, queue: str, records: Sequence[JobRecord], status: str) -> None:
-        """Write ``records`` with ``status``."""
+    def save(self, queue: str, records: Sequence[JobRecord], status: str, *, indexed: bool = True) -> None:
+        """Write ``records`` with ``status``. On Redis Cluster, ``indexed=False`` leaves the
+        queue's index to the publish script (its slot), and a batch in one slot is one call."""
         if not records:
             return
         index = self.namespace.job_index(queue)
@@ -129,7 +131,7 @@ class RecordStore:
             *(([self.namespace.job(job_ids[at]) for at in group],
                ["save", self._ttl_ms, queue, status, "0", *(part for at in group for part in rows[at])])
               for group in groups),
-            ([index], ["index", self._ttl_ms, *job_ids]),
+            *([([index], ["index", self._ttl_ms, *job_ids])] if indexed else []),
         ])
 
     def start(self, job_ids: Sequence[str], started_at: str) -> list[int]:

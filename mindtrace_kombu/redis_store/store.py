@@ -191,14 +191,18 @@ class RedisStore:
 
         ``records`` (``(job id, attempts, job data)`` per item, or none) are written QUEUED in
         the same script call (:mod:`.records`), holding the job data, or the item's payload when
-        the data is empty; they expire after ``record_ttl`` seconds."""
+        the data is empty; they expire after ``record_ttl`` seconds. On Redis Cluster the records
+        live in other slots: the caller writes them first (``RecordStore.save(indexed=False)``)
+        and the script only adds them to the queue's index."""
         for start in range(0, len(items), _PUT_CHUNK):
             chunk = items[start:start + _PUT_CHUNK]
             args: list[Any] = [part for payload, priority in chunk for part in (payload, priority)]
             keys: list[str] = []
             if records:
                 batch = records[start:start + _PUT_CHUNK]
-                keys = [self.namespace.job_index(queue), *(self.namespace.job(record[0]) for record in batch)]
+                keys = [self.namespace.job_index(queue)]
+                if not self.cluster:  # on a cluster the records were written in their own slots
+                    keys += [self.namespace.job(record[0]) for record in batch]
                 args += [int(record_ttl * 1000), queue, int(time.time() * 1000), *(part for record in batch for part in record)]
             if self.wait_replicas:
                 self._put_replicated(queue, args, keys, len(chunk))

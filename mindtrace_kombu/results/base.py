@@ -215,14 +215,15 @@ class ResultStore(ABC):
         """Record ``jobs`` QUEUED and publish their ``messages``. The record comes first (a
         fast worker's RUNNING must not be overwritten) and is dropped if the publish fails; a
         store failure is passed to ``on_failure`` and the jobs are published anyway."""
+        records = [job_record(job, message) for job, message in zip(jobs, messages)]
         try:
-            self.save(queue, [job_record(job, message) for job, message in zip(jobs, messages)])
+            self.save_before_publish(queue, records)
         except Exception as exc:  # noqa: BLE001 - the jobs matter more than their records
             on_failure(exc)
             backend.publish(queue, messages, priority)
             return
         try:
-            backend.publish(queue, messages, priority)
+            self.publish_recorded(backend, queue, messages, priority, records)
         except BaseException:
             for job in jobs:
                 try:
@@ -230,6 +231,17 @@ class ResultStore(ABC):
                 except Exception:  # noqa: BLE001 - the publish error is the one to report
                     break
             raise
+
+    def save_before_publish(self, queue: str, records: Sequence[JobRecord]) -> None:
+        """The QUEUED records of jobs about to be published (:meth:`publish`'s first step)."""
+        self.save(queue, records)
+
+    def publish_recorded(
+        self, backend: Backend, queue: str, messages: Sequence[WireMessage], priority: int | None,
+        records: Sequence[JobRecord],
+    ) -> None:
+        """Publish jobs whose ``records`` were saved (:meth:`publish`'s second step)."""
+        backend.publish(queue, messages, priority)
 
     def close(self) -> None:
         """Release connections."""

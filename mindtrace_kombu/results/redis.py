@@ -59,18 +59,40 @@ class RedisResultStore(ResultStore):
         except (RedisError, RedisClusterException) as exc:
             raise unavailable(self.url, exc) from exc
 
+    def _in_script(self, backend: Backend) -> Callable[..., None] | None:
+        """The Redis backend's ``publish_recorded`` when it shares this store's Redis: its put
+        script writes the records (on Redis Cluster, only their queue's index)."""
+        return getattr(backend, "publish_recorded", None) if self.shares_broker else None
+
     def publish(
         self, backend: Backend, queue: str, messages: Sequence[WireMessage], priority: int | None,
         jobs: Sequence[Job], on_failure: Callable[[Exception], None],
     ) -> None:
-        publish_recorded = getattr(backend, "publish_recorded", None) if self.shares_broker else None
-        if publish_recorded is not None:  # the Redis backend: records in its put script
+        publish_recorded = self._in_script(backend)
+        if publish_recorded is not None and not self.records.cluster:  # the records in the put script
             # empty data: the record keeps the message's payload, so a job body is not sent twice
             records = [(job.id, job.attempts, b"" if is_job_body(message) else dumps(job))
                        for job, message in zip(jobs, messages)]
             publish_recorded(queue, messages, priority, records, self.records.ttl)
         else:
             super().publish(backend, queue, messages, priority, jobs, on_failure)
+
+    def save_before_publish(self, queue: str, records: Sequence[JobRecord]) -> None:
+        """On Redis Cluster the records live in their jobs' slots: written here, one call per
+        slot, and indexed by the publish script in the queue's slot."""
+        with self._errors():
+            self.records.save(queue, records, ExecutionStatus.QUEUED.value, indexed=not self.shares_broker)
+
+    def publish_recorded(
+        self, backend: Backend, queue: str, messages: Sequence[WireMessage], priority: int | None,
+        records: Sequence[JobRecord],
+    ) -> None:
+        publish_recorded = self._in_script(backend)
+        if publish_recorded is None:
+            super().publish_recorded(backend, queue, messages, priority, records)
+            return
+        publish_recorded(queue, messages, priority, [(record.job_id, record.attempts, b"") for record in records],
+                         self.records.ttl)
 
     def save(self, queue: str, records: Sequence[JobRecord], status: ExecutionStatus = ExecutionStatus.QUEUED) -> None:
         with self._errors():

@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from kombu.utils.url import maybe_sanitize_url
 
-from ..clients import Client, LocalClient, RedisClient, RedisClusterClient
+from ..clients import Client, LocalClient, RedisClient
 from ..redis_store import DEFAULT_PREFIX, Namespace
 from .base import DEFAULT_TTL, ResultStore
 from .memory import MemoryResultStore
@@ -85,9 +85,9 @@ def default_result_store(client: Client) -> ResultStore | None:
     publish), none for RabbitMQ."""
     if isinstance(client, LocalClient):
         return MemoryResultStore(client.broker_id)
-    if isinstance(client, RedisClient):  # on a cluster, a publish's records span slots: saved apart
+    if isinstance(client, RedisClient):
         return RedisResultStore(client.redis_client(), client.namespace, url=client.url, ttl=client.result_expires,
-                                shares_broker=not isinstance(client, RedisClusterClient))
+                                shares_broker=True)
     return None
 
 
