@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import click
 
-from .context import CliContext, CliError, pass_cli
+from .context import CliContext, CliError, pass_cli, queue_names_option
 
 __all__ = ["dashboard"]
 
@@ -30,10 +30,7 @@ def _loopback(host: str) -> bool:
     help="Require this token on every request (login form or Authorization: Bearer) "
     "[default: $MINDTRACE_DASHBOARD_TOKEN].",
 )
-@click.option(
-    "--queue", "-q", "names", multiple=True, metavar="NAME",
-    help="Also show this queue (needed on RabbitMQ without the management API). Repeatable.",
-)
+@queue_names_option("Also show this queue (needed on RabbitMQ without the management API). Repeatable.")
 @click.option(
     "--interval", type=click.FloatRange(min=0.1), default=5.0, show_default=True, metavar="SECONDS",
     help="Seconds between samples of the queues (for rates and charts).",

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .context import CliContext, CliError, json_option, pass_cli
+from .context import CliContext, CliError, json_option, pass_cli, queue_names_option
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -60,14 +60,7 @@ def serve_worker_metrics(cli: CliContext, worker: Worker, port: int, host: str) 
 @click.command()
 @click.option("--port", type=click.IntRange(0, 65535), required=True, help="Port of /metrics (0: any free port).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
-@click.option(
-    "--queue",
-    "-q",
-    "names",
-    multiple=True,
-    metavar="NAME",
-    help="Report this queue (repeatable) [default: every queue `queues` lists].",
-)
+@queue_names_option("Report this queue (repeatable) [default: every queue `queues` lists].")
 @click.option(
     "--interval",
     type=click.FloatRange(min=0),

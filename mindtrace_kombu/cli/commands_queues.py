@@ -10,7 +10,7 @@ import click
 
 from ..inspection import Point, queue_rows, rates
 from ..models import BackendType
-from .context import CliContext, json_option, pass_cli, queue_type_option
+from .context import CliContext, json_option, pass_cli, queue_names_option, queue_type_option
 
 __all__ = ["confirm", "declare", "delete", "peek", "purge", "queues", "yes_option"]
 
@@ -31,13 +31,8 @@ _HEADERS = ("queue", "type", "max priority", "ready", "unacked", "dead letters",
 
 
 @click.command()
-@click.option(
-    "--queue",
-    "-q",
-    "names",
-    multiple=True,
-    metavar="NAME",
-    help="Show only this queue (on RabbitMQ without the management API, the way to name queues AMQP cannot list). Repeatable.",
+@queue_names_option(
+    "Show only this queue (on RabbitMQ without the management API, the way to name queues AMQP cannot list). Repeatable."
 )
 @click.option("--watch", is_flag=True, help="Redraw the table every --interval seconds, with publish and ack rates, until Ctrl-C.")
 @click.option("--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True, help="Seconds between redraws of --watch.")

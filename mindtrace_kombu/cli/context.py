@@ -160,6 +160,11 @@ def json_option(func: F) -> F:
     )(func)
 
 
+def queue_names_option(help_text: str) -> Callable[[F], F]:
+    """``--queue/-q NAME`` (repeatable), passed as ``names``."""
+    return click.option("--queue", "-q", "names", multiple=True, metavar="NAME", help=help_text)
+
+
 def queue_type_option(help_text: str) -> Callable[[F], F]:
     """``--type/-t fifo|stack|priority`` (default fifo), passed as ``queue_type``."""
     return click.option(
