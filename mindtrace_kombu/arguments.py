@@ -7,7 +7,7 @@ import math
 
 from .errors import InvalidArgument
 
-__all__ = ["check_count", "check_seconds", "check_timeout"]
+__all__ = ["check_flag", "check_count", "check_seconds", "check_timeout"]
 
 
 def check_seconds(name: str, value: float) -> float:
@@ -26,4 +26,11 @@ def check_count(name: str, value: int, *, minimum: int = 1) -> int:
     """``value`` as a count: an int >= ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise InvalidArgument(name, value, f"it must be an int >= {minimum}")
+    return value
+
+
+def check_flag(name: str, value: bool | None) -> bool | None:
+    """``value`` as an on/off option: True, False, or None for the default."""
+    if value is not None and not isinstance(value, bool):
+        raise InvalidArgument(name, value, "it must be True, False or None")
     return value

@@ -336,7 +336,7 @@ class RabbitMQClient(Client):
 
     backend = BackendType.RABBITMQ
     #: Sessions (connection, channel) kept open between operations for reuse.
-    idle_sessions: ClassVar[int] = 4
+    idle_sessions: ClassVar[int] = 16
     supported_types = frozenset({QueueType.FIFO, QueueType.PRIORITY})
     replicated_queues = True
     unsupported_hint = (

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Mapping, NamedTuple, Protocol, Seque
 from kombu.exceptions import EncodeError
 
 from . import tracing
-from .arguments import check_count, check_timeout
+from .arguments import check_count, check_flag, check_timeout
 from .backends.base import Backend, Delivery, WireMessage
 from .backends.wire import encode
 from .decoding import DEFAULT_LIMITS, DecodeLimits, Undecodable, decode_job
@@ -111,6 +111,12 @@ class QueueOperations:
         limits: size limits of received messages, on the wire and decompressed; larger ones
             are dead-lettered undecoded.
         results: where job records are kept (:mod:`.results`), or None for none.
+        confirm_publish: RabbitMQ: a publish returns once the broker confirmed it (the
+            default: counts are exact when it returns, a job the broker refused raises). False:
+            Celery's guarantee -- persistent, written to the socket, not awaited (a job lost in
+            a broken connection or sent to a queue deleted meanwhile is not reported). Each
+            publish can choose with ``confirm=``. Redis and local publishes always complete
+            before they return.
     """
 
     def __init__(
@@ -122,8 +128,10 @@ class QueueOperations:
         message_builder: MessageBuilder | None = None,
         limits: DecodeLimits = DEFAULT_LIMITS,
         results: ResultStore | None = None,
+        confirm_publish: bool = True,
     ) -> None:
         check_count("connection_retries", connection_retries, minimum=0)
+        self.confirm_publish = bool(check_flag("confirm_publish", confirm_publish))
         self.recorder = Recorder(results)
         self.client = client
         self.backend: Backend = self.client.open_backend()
@@ -371,26 +379,31 @@ class QueueOperations:
 
     def publish(
         self, queue_name: str, job: Job, *, priority: int | None = None,
-        exchange: str | None = None, routing_key: str | None = None,
+        exchange: str | None = None, routing_key: str | None = None, confirm: bool | None = None,
     ) -> str:
-        """Publish ``job``; returns ``job.id``. 1 round trip (RabbitMQ: publish + confirm).
+        """Publish ``job``; returns ``job.id``. 1 round trip (RabbitMQ: publish + confirm;
+        with ``confirm=False`` none).
 
         With ``exchange`` (RabbitMQ) the job goes through that exchange with ``routing_key``
-        (default: ``queue_name``, whose spec still checks the priority).
+        (default: ``queue_name``, whose spec still checks the priority). ``confirm``
+        overrides the orchestrator's ``confirm_publish`` for this call.
 
         Raises:
             QueueNotFound, InvalidPriority, InvalidQueueName, TypeError (not a Job),
             JobEncodeError, ExchangeNotFound, UnsupportedOperation (an exchange on another
             backend), BrokerUnavailable.
         """
-        return self.publish_many(queue_name, [job], priority=priority, exchange=exchange, routing_key=routing_key)[0]
+        return self.publish_many(
+            queue_name, [job], priority=priority, exchange=exchange, routing_key=routing_key, confirm=confirm
+        )[0]
 
     def publish_many(
         self, queue_name: str, jobs: Iterable[Job], *, priority: int | None = None,
-        exchange: str | None = None, routing_key: str | None = None,
+        exchange: str | None = None, routing_key: str | None = None, confirm: bool | None = None,
     ) -> list[str]:
         """Publish several jobs to one queue (or through ``exchange``, as :meth:`publish`), in
-        order, in one batch; returns their ids.
+        order, in one batch; returns their ids. On RabbitMQ the confirms of the whole batch
+        are awaited once.
 
         Every job is validated and encoded before the first is sent, so a job that cannot be
         encoded raises :class:`JobEncodeError` and sends nothing.
@@ -399,6 +412,8 @@ class QueueOperations:
         if exchange is not None:
             validate_exchange(exchange)
             routing_key = validate_routing_key(queue_name if routing_key is None else routing_key)
+        confirm = self.confirm_publish if check_flag("confirm", confirm) is None else confirm
+        backend = self.backend if confirm else self.backend.unconfirmed()
         jobs = list(jobs)
         for job in jobs:
             _check_job(job)
@@ -413,10 +428,10 @@ class QueueOperations:
         with tracing.producing(queue_name, len(jobs)) as trace_headers:
             messages = [self._encode_job(queue_name, job, trace_headers) for job in jobs]
             if exchange is None:
-                self._send(queue_name, messages, priority, jobs)
+                self._send(queue_name, messages, priority, jobs, backend)
             else:
                 self.recorder.record(lambda results: results.save(queue_name, [job_record(job, m) for job, m in zip(jobs, messages)]), None)
-                self._run(lambda: self.backend.publish_to_exchange(
+                self._run(lambda: backend.publish_to_exchange(
                     exchange, str(routing_key), messages, priority, label=queue_name
                 ))
         if on_published is not None:
@@ -436,17 +451,20 @@ class QueueOperations:
         return encode(message.body, message.options, SERIALIZER)
 
     def _send(
-        self, queue_name: str, messages: Sequence[WireMessage], priority: int | None, jobs: Sequence[Job] = ()
+        self, queue_name: str, messages: Sequence[WireMessage], priority: int | None, jobs: Sequence[Job] = (),
+        backend: Backend | None = None,
     ) -> None:
-        """The one publish path: every message, in order, to ``queue_name``; ``jobs`` (one per
-        message) are recorded QUEUED by the result store (on Redis in the same call)."""
+        """The one publish path: every message, in order, to ``queue_name`` through ``backend``
+        (default: confirmed); ``jobs`` (one per message) are recorded QUEUED by the result store
+        (on Redis in the same call)."""
         results = self.results
+        target = self.backend if backend is None else backend
 
         def send() -> None:
             if results is None or not jobs:
-                self.backend.publish(queue_name, messages, priority)
+                target.publish(queue_name, messages, priority)
             else:
-                results.publish(self.backend, queue_name, messages, priority, jobs, self.recorder.failed)
+                results.publish(target, queue_name, messages, priority, jobs, self.recorder.failed)
 
         try:
             self._run(send)
@@ -454,12 +472,12 @@ class QueueOperations:
             self._specs.pop(queue_name, None)
             raise
 
-    def submit(self, job: Job, *, priority: int | None = None) -> str:
+    def submit(self, job: Job, *, priority: int | None = None, confirm: bool | None = None) -> str:
         """Publish ``job`` to :meth:`route` ``(job)``, declaring that queue (fifo) on first use."""
         queue_name = self.route(job)
         if queue_name not in self._specs and self._lookup_spec(queue_name) is None:
             self.declare_queue(queue_name)
-        return self.publish(queue_name, job, priority=priority)
+        return self.publish(queue_name, job, priority=priority, confirm=confirm)
 
     # -- receiving ---------------------------------------------------------------------------------
 

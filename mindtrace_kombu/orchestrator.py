@@ -45,6 +45,9 @@ class Orchestrator(QueueOperations):
             URL (``redis://``, ``sqlite:///jobs.db``, ``postgresql://``, ``memory://``), False for
             none; by default ``MINDTRACE_RESULT_BACKEND``, else the in-process store (local
             backend), the broker's Redis (Redis), none (RabbitMQ).
+        confirm_publish: RabbitMQ: a publish returns once the broker confirmed it (default);
+            False sends persistent jobs without waiting (Celery's guarantee). Each publish can
+            choose with ``confirm=``.
     """
 
     client: Client
@@ -58,11 +61,13 @@ class Orchestrator(QueueOperations):
         message_builder: MessageBuilder | None = None,
         limits: DecodeLimits = DEFAULT_LIMITS,
         results: Results = None,
+        confirm_publish: bool = True,
     ) -> None:
         client = LocalClient() if client is None else client
         super().__init__(
             client, routes=routes, connection_retries=connection_retries,
             message_builder=message_builder, limits=limits, results=choose_result_store(client, results),
+            confirm_publish=confirm_publish,
         )
 
     @classmethod

@@ -20,7 +20,9 @@ list_specs        management API: 1 HTTP GET; else one ``lookup`` per candidate
 count, purge      1 passive ``queue.declare`` / ``queue.purge``
 delete            2: passive declare (``queue.delete`` never answers 404), ``queue.delete``
 publish (n)       1: n ``basic.publish``, one wait for all confirms, at most ``confirm_timeout``
-                  (+1 ``confirm.select`` on a new channel)
+                  (+1 ``confirm.select`` on a new channel). Unconfirmed (:meth:`unconfirmed`):
+                  none -- n ``basic.publish`` written to the socket, on a second channel of the
+                  session that is not in confirm mode (+1 ``channel.open`` on first use)
 get               1 ``basic.get``; settling costs no wait (``basic.ack``/``reject`` have no answer)
 consumer          on its own connection: ``basic.qos`` + one ``basic.consume`` per queue; a
                   quorum queue or stream refuses the channel-wide prefetch (540, closing the
@@ -44,6 +46,7 @@ intervals, and a long job does not cost the connection.
 from __future__ import annotations
 
 import base64
+import copy
 import dataclasses
 import json
 import logging
@@ -213,6 +216,8 @@ class AmqpBackend(WithoutRegistry):
         self._consumers_lock = threading.Lock()
         self._management: tuple[str, str, str] | None = None  # root URL, vhost, Authorization
         self._management_down_until = 0.0
+        self._confirm = True
+        self._unconfirmed: AmqpBackend | None = None
 
     def __repr__(self) -> str:
         return f"AmqpBackend({self._url!r})"
@@ -373,8 +378,16 @@ class AmqpBackend(WithoutRegistry):
     def publish(self, queue: str, messages: Sequence[WireMessage], priority: int | None) -> None:
         if messages:
             self._run(queue, lambda session: session.channel.publish(
-                queue, messages, priority, confirm_timeout=self._confirm_timeout
+                queue, messages, priority, confirm_timeout=self._confirm_timeout, confirm=self._confirm
             ))
+
+    def unconfirmed(self) -> AmqpBackend:
+        """This backend (same sessions and consumers), publishing without confirms."""
+        if self._unconfirmed is None:
+            view = copy.copy(self)
+            view._confirm = False
+            self._unconfirmed = view._unconfirmed = view
+        return self._unconfirmed
 
     # -- exchanges -------------------------------------------------------------------------------
 
@@ -409,7 +422,8 @@ class AmqpBackend(WithoutRegistry):
         if messages:
             with _exchange_not_found(exchange, unless_returned=True):
                 self._run(label, lambda session: session.channel.publish(
-                    routing_key, messages, priority, confirm_timeout=self._confirm_timeout, exchange=exchange
+                    routing_key, messages, priority, confirm_timeout=self._confirm_timeout, exchange=exchange,
+                    confirm=self._confirm,
                 ))
 
     def get(self, queue: str, *, ack: bool) -> Delivery | None:

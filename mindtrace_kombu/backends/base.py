@@ -12,6 +12,9 @@ Contracts, stated once here:
   existing queue. When it returns, every message is on the broker (confirmed on RabbitMQ). On an
   error, a prefix of the batch may already be on the broker; nothing is retried here. A priority
   above the queue's ``max_priority`` is capped at it (as RabbitMQ does).
+  ``unconfirmed()`` is the same backend publishing without waiting for the broker (RabbitMQ:
+  persistent, unconfirmed, not mandatory -- Celery's guarantee); where a publish is complete
+  when the call returns (memory, Redis) it is the backend itself.
 * **Get.** ``get(queue, ack=False)`` takes the next ready message out for good (at most once);
   ``get(queue, ack=True)`` takes it in flight: it returns to the queue -- first in line, order
   kept -- unless acknowledged, when the delivery is rejected with ``requeue=True``, the backend
@@ -27,7 +30,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, TypeVar
 
 from ..errors import UnsupportedOperation
 from ..queues import QueueSpec
@@ -36,6 +39,7 @@ __all__ = [
     "UNPARSEABLE_CONTENT_TYPE",
     "UNPARSEABLE_REASON",
     "Backend",
+    "CompleteOnReturn",
     "Consumer",
     "Delivery",
     "Settlement",
@@ -43,6 +47,8 @@ __all__ = [
     "WithoutExchanges",
     "WithoutRegistry",
 ]
+
+_B = TypeVar("_B")
 
 #: Content type given to raw broker data that is not a Kombu message; no consumer accepts it, so
 #: it is dead-lettered with its bytes intact instead of being dropped.
@@ -156,6 +162,14 @@ class WithoutExchanges:
         raise self._unsupported()
 
 
+class CompleteOnReturn:
+    """A backend whose publish is complete when the call returns (memory, Redis): there is no
+    confirmation to skip, so its unconfirmed view is itself."""
+
+    def unconfirmed(self: _B) -> _B:
+        return self
+
+
 class WithoutRegistry:
     """The registry methods of a backend that keeps no worker registry: announcing does nothing
     and listing raises :class:`~mindtrace_kombu.errors.UnsupportedOperation`."""
@@ -218,6 +232,9 @@ class Backend(Protocol):
 
     def publish(self, queue: str, messages: Sequence[WireMessage], priority: int | None) -> None:
         """Put ``messages`` in order (see the module docstring). Raises ``QueueNotFound``."""
+
+    def unconfirmed(self) -> Backend:
+        """This backend, publishing without waiting for the broker's confirmation."""
 
     def get(self, queue: str, *, ack: bool) -> Delivery | None:
         """The next ready message, or None (see the module docstring)."""

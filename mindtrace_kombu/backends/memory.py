@@ -29,7 +29,7 @@ from typing import Callable, Iterable, Sequence
 
 from ..errors import QueueNotEmpty, QueueNotFound
 from ..queues import QueueSpec, QueueType
-from .base import Consumer, Delivery, Settlement, WireMessage, WithoutExchanges
+from .base import CompleteOnReturn, Consumer, Delivery, Settlement, WireMessage, WithoutExchanges
 
 __all__ = ["Broker", "MemoryBackend", "Stored", "broker_for"]
 
@@ -292,7 +292,7 @@ class _MemoryConsumer:
         self._backend._forget(self)
 
 
-class MemoryBackend(WithoutExchanges):
+class MemoryBackend(WithoutExchanges, CompleteOnReturn):
     """The :class:`~.base.Backend` of the in-process broker ``broker_id``: backends (and
     ``mindtrace-memory`` Kombu connections) with the same id share queues and messages."""
 

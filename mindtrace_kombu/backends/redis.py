@@ -24,7 +24,7 @@ from typing import Any, Iterable, Sequence
 from ..errors import QueueNotFound
 from ..queues import QueueSpec
 from ..redis_store import Lease, RedisStore, Stored
-from .base import Delivery, Settlement, WireMessage, WithoutExchanges
+from .base import CompleteOnReturn, Delivery, Settlement, WireMessage, WithoutExchanges
 from .errors import translate_errors
 from .wire import decode_payload, delivery_tag, encode_payload
 
@@ -44,7 +44,7 @@ def _delivery(stored: Stored, settle: Any, redelivered: bool | None = None) -> D
     return Delivery(stored.queue, message, priority=priority, redelivered=redelivered, tag=stored.member, settle=settle)
 
 
-class RedisBackend(WithoutExchanges):
+class RedisBackend(WithoutExchanges, CompleteOnReturn):
     """A :class:`~.base.Backend` on one Redis namespace.
 
     Args:

@@ -49,6 +49,7 @@ def publish(
     priority: int | None,
     count: int,
     chunk_size: int,
+    confirm: bool,
 ) -> None:
     """Publish jobs to QUEUE, which must exist (see `declare`).
 
@@ -64,7 +65,7 @@ def publish(
     ids: list[str] = []
     with cli.output.progress(len(jobs), f"publishing to {queue}") as advance:
         for chunk in chunks(jobs, chunk_size):
-            ids += orchestrator.publish_many(queue, chunk, priority=priority)
+            ids += orchestrator.publish_many(queue, chunk, priority=priority, confirm=confirm)
             advance(len(chunk))
     _report(cli, "published", {queue: ids}, time.perf_counter() - started)
 
@@ -83,6 +84,7 @@ def submit(
     priority: int | None,
     count: int,
     chunk_size: int,
+    confirm: bool,
 ) -> None:
     """Submit jobs to the queue their job type routes to.
 
@@ -106,11 +108,11 @@ def submit(
     with cli.output.progress(len(jobs), "submitting") as advance:
         for queue, queued in by_queue.items():
             ids[queue] = [
-                orchestrator.submit(queued[0], priority=priority)
+                orchestrator.submit(queued[0], priority=priority, confirm=confirm)
             ]  # declares on first use
             advance(1)
             for chunk in chunks(queued[1:], chunk_size):
-                ids[queue] += orchestrator.publish_many(queue, chunk, priority=priority)
+                ids[queue] += orchestrator.publish_many(queue, chunk, priority=priority, confirm=confirm)
                 advance(len(chunk))
     _report(cli, "submitted", ids, time.perf_counter() - started)
 

@@ -173,6 +173,13 @@ def job_options(func: Any) -> Any:
             show_default=True,
             help="Jobs per publish_many call when loading in bulk.",
         ),
+        click.option(
+            "--confirm/--no-confirm",
+            default=True,
+            show_default=True,
+            help="RabbitMQ: wait for the broker's publisher confirms; --no-confirm sends "
+            "persistent jobs without waiting (Celery's guarantee).",
+        ),
     )
     for option in reversed(options):
         func = option(func)

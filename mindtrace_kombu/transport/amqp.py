@@ -223,6 +223,7 @@ class SessionChannel:
         self.raw: Any = raw
         self._confirms = _Confirms(raw)
         self._returned: list[Exception] = []
+        self._plain: Any = None  # a channel without confirms, for unconfirmed publishes
 
     @property
     def is_open(self) -> bool:
@@ -232,13 +233,22 @@ class SessionChannel:
 
     def publish(
         self, routing_key: str, messages: Sequence[WireMessage], priority: int | None,
-        confirm_timeout: float | None = None, exchange: str = "",
+        confirm_timeout: float | None = None, exchange: str = "", *, confirm: bool = True,
     ) -> None:
         """Publish ``messages`` in order through ``exchange`` ("": the default exchange), persistent and mandatory,
         then wait once until the broker confirmed all of them (1 round trip; +1 for
         ``confirm.select`` on a new channel). Raises the broker's ``basic.return`` (312
         NO_ROUTE: no such queue), :class:`MessagesNacked`, or after ``confirm_timeout``
-        seconds :class:`ConfirmTimeout`; a prefix may have been published."""
+        seconds :class:`ConfirmTimeout`; a prefix may have been published.
+
+        Without ``confirm``: persistent, not mandatory, nothing awaited (Celery's
+        ``send_task``), on a second channel that is not in confirm mode, so that no confirm
+        or return is left for the next confirmed publish to read."""
+        if not confirm:
+            plain = self._plain_channel()
+            for message in messages:
+                plain._basic_publish(_amqp_message(message, priority), exchange=exchange, routing_key=routing_key)
+            return
         raw = self.raw
         if not raw._confirm_selected:  # a new channel, or one py-amqp reopened: tags restart at 1
             raw.confirm_select()
@@ -257,6 +267,12 @@ class SessionChannel:
             raise returned[0]
         if refused:
             raise MessagesNacked(refused, len(messages))
+
+    def _plain_channel(self) -> Any:
+        """The session's channel for unconfirmed publishes, opened on first use (1 round trip)."""
+        if self._plain is None or not self._plain.is_open:
+            self._plain = self.raw.connection.channel()
+        return self._plain
 
     def close(self) -> None:
         """Close the channel (1 round trip); the broker requeues its unacknowledged messages."""
