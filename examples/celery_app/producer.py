@@ -3,6 +3,11 @@
 Start a worker first (see ``app.py``), then, from the repository root::
 
     python -m examples.celery_app.producer
+
+The queue belongs to the worker that consumes it, so the producer leaves it declared (on RabbitMQ,
+deleting a queue cancels its consumers). When you are done, stop the worker, then delete it::
+
+    mindtrace-jobs delete thumbnail_jobs --if-empty
 """
 
 from __future__ import annotations
