@@ -509,3 +509,15 @@ def test_url_mistakes_get_their_own_line_with_the_fix() -> None:
     assert "below its 'databases' setting" in no_such_db.stderr
     assert bad_port.returncode == 2 and "the port must be a number" in bad_port.stderr
     assert bad_db.returncode == 2 and "path is the database number" in bad_db.stderr
+
+
+def test_publish_without_confirms(broker: str, queue: str) -> None:
+    # Given a queue
+    with Orchestrator.from_url(broker) as orchestrator:
+        orchestrator.declare_queue(queue)
+        # When 30 jobs are published with --no-confirm (RabbitMQ: not awaited; elsewhere as usual)
+        published = as_json(ok("publish", queue, "-n", "fast", "--count", "30", "--no-confirm", "--json", broker=broker))
+        # Expect all 30 reported and delivered, each once
+        received = [orchestrator.receive_message(queue, timeout=10) for _ in range(30)]
+        assert [job.id for job in received if job is not None] == published["ids"]
+        assert orchestrator.receive_message(queue) is None
