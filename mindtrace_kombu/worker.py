@@ -91,6 +91,9 @@ _QUEUE_WAIT_FIRST = 0.1  # seconds between looks for a missing queue: doubling u
 _QUEUE_WAIT_MAX = 5.0
 #: Seconds a warm shutdown waits for jobs in progress before it turns cold (Worker(shutdown_grace=...)).
 SHUTDOWN_GRACE = 30.0
+#: Default prefetch per unit of concurrency, as Celery's ``worker_prefetch_multiplier``: a fetch
+#: (one round trip on Redis) brings several jobs, and their records go in one call.
+PREFETCH_MULTIPLIER = 4
 
 
 @dataclass(frozen=True)
@@ -254,7 +257,9 @@ class Worker:
         queues: queue name(s) to consume.
         handler: ``(job) -> result``; a returned ``JobOutput`` is stored on ``job.payload.output``.
         concurrency: jobs run at the same time: handler threads, or child processes.
-        prefetch: messages taken ahead of acknowledgements (default: concurrency).
+        prefetch: messages taken ahead of acknowledgements (default: 4 x concurrency, as
+            Celery's default ``worker_prefetch_multiplier``); a warm stop returns the ones not
+            started, a crash returns them when the worker's lease expires.
         pool: ``"threads"``, or ``"processes"`` for CPU-bound handlers: children forked on Linux
             (elsewhere spawned, and the handler must be importable); the job and the returned
             ``JobOutput`` cross as JSON, and changes the handler makes to the job stay in the child.
@@ -297,7 +302,7 @@ class Worker:
         if pool not in POOLS:
             raise InvalidArgument("pool", pool, f"choose one of {', '.join(POOLS)}")
         self.concurrency = check_count("concurrency", concurrency)
-        self.prefetch = concurrency if prefetch is None else check_count("prefetch", prefetch)
+        self.prefetch = PREFETCH_MULTIPLIER * concurrency if prefetch is None else check_count("prefetch", prefetch)
         self.pool = pool
         self.time_limit = _check_time_limit(time_limit)
         check_seconds("shutdown_grace", shutdown_grace)

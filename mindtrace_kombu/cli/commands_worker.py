@@ -114,7 +114,7 @@ def _split_queues(values: Sequence[str]) -> list[str]:
 @click.option(
     "--prefetch",
     type=int,
-    help="Unacknowledged jobs held at once (default: concurrency).",
+    help="Unacknowledged jobs held at once (default: 4 x concurrency, as Celery).",
 )
 @click.option(
     "--max-retries",
