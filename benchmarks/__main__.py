@@ -1,6 +1,6 @@
 """Command line: ``python -m benchmarks [--quick] [--backends local,redis,rabbitmq] [--n N] [--json PATH]``.
 
-Runs every baseline, Celery end-to-end and project scenario on the chosen backends in one
+Runs every baseline, end-to-end (each job system's own workers) and project scenario on the chosen backends in one
 process, then prints the rate table and the ratio table. Progress goes to stderr. The exit status is 1 when a scenario
 failed; skipped scenarios (an optional package or a project module not there yet) do not count.
 """
@@ -17,18 +17,21 @@ from pathlib import Path
 
 from contextlib import nullcontext
 
-from benchmarks import baselines, celery_e2e
+from benchmarks import baselines, celery_e2e, e2e
 from benchmarks.cluster import on_cluster
 from benchmarks.harness import Ratio, Result, Scenario, Settings, Skipped, print_report, to_json
 from benchmarks.names import (
     AMQP_GET,
     AMQP_PUBLISH,
     AMQP_PUBLISH_CONFIRMED,
+    CELERY_E2E_AMQP,
     CELERY_E2E_OURS,
     CELERY_E2E_STOCK,
     CELERY_SEND_TASK,
+    CELERY_THREADS_E2E,
     CPU_PROCESSES,
     CPU_THREADS,
+    DRAMATIQ_E2E,
     GET_JOB_1K,
     GET_JOB_100K,
     KOMBU_CONSUME,
@@ -36,14 +39,19 @@ from benchmarks.names import (
     KOMBU_PUBLISH,
     LPUSH,
     LPUSH_PIPELINED,
+    MINDTRACE_E2E,
     PRIORITY_BIG,
     PRIORITY_SMALL,
     PUBLISH,
     PUBLISH_MANY,
+    PUBLISH_ONE_THREAD,
+    PUBLISH_THREADS,
+    PUBLISH_UNCONFIRMED,
     PUBLISH_TRACKED,
     PUBLISH_UNTRACKED,
     RECEIVE,
     RPOP,
+    RQ_E2E,
     RQ_ENQUEUE,
     WORKER_CONSUME,
 )
@@ -86,6 +94,10 @@ def ratios(backends: Sequence[str]) -> list[Ratio]:
                 redis(CELERY_E2E_OURS),
                 redis(CELERY_E2E_STOCK),
             ),
+            Ratio("e2e worker / Celery prefork (>= 3)", redis(MINDTRACE_E2E), redis(CELERY_E2E_STOCK)),
+            Ratio("e2e worker / Celery threads", redis(MINDTRACE_E2E), redis(CELERY_THREADS_E2E)),
+            Ratio("e2e worker / RQ (>= 5)", redis(MINDTRACE_E2E), redis(RQ_E2E)),
+            Ratio("e2e worker / Dramatiq (>= 1.0)", redis(MINDTRACE_E2E), redis(DRAMATIQ_E2E)),
         ],
         "rabbitmq": [
             Ratio("publish (confirms) / raw unconfirmed", rabbit(PUBLISH), rabbit(AMQP_PUBLISH)),
@@ -97,6 +109,14 @@ def ratios(backends: Sequence[str]) -> list[Ratio]:
             Ratio("publish / Celery send_task", rabbit(PUBLISH), rabbit(CELERY_SEND_TASK)),
             Ratio("publish / stock Kombu publish", rabbit(PUBLISH), rabbit(KOMBU_PUBLISH)),
             Ratio("receive / raw basic_get", rabbit(RECEIVE), rabbit(AMQP_GET)),
+            Ratio("publish unconfirmed / Celery send_task (>= 1.5)", rabbit(PUBLISH_UNCONFIRMED), rabbit(CELERY_SEND_TASK)),
+            Ratio("publish confirmed: 8 threads / 1 thread (>= 4)", rabbit(PUBLISH_THREADS), rabbit(PUBLISH_ONE_THREAD)),
+            Ratio("publish_many confirmed / raw unconfirmed (>= 0.5)", rabbit(PUBLISH_MANY), rabbit(AMQP_PUBLISH)),
+            Ratio(
+                "e2e worker / Celery prefork (>= 2)", rabbit(MINDTRACE_E2E), rabbit(CELERY_E2E_AMQP)
+            ),
+            Ratio("e2e worker / Celery threads", rabbit(MINDTRACE_E2E), rabbit(CELERY_THREADS_E2E)),
+            Ratio("e2e worker / Dramatiq (>= 1.0)", rabbit(MINDTRACE_E2E), rabbit(DRAMATIQ_E2E)),
         ],
         "rediscluster": [
             # both record results by default (on the cluster, in calls of their own: a batch's
@@ -116,10 +136,11 @@ def ratios(backends: Sequence[str]) -> list[Ratio]:
 def project_scenarios() -> tuple[Callable[[str], list[Scenario]], str | None]:
     """Return the project's scenarios per backend, and why they are unavailable, if they are."""
     try:
-        from benchmarks import cpu_pool, project, results
+        from benchmarks import cpu_pool, project, publish_modes, results
     except ImportError as exc:
         return (lambda backend: []), f"project scenarios unavailable: {exc}"
-    return (lambda backend: project.scenarios(backend) + cpu_pool.scenarios(backend) + results.scenarios(backend)), None
+    modules = (project, publish_modes, cpu_pool, results)
+    return (lambda backend: [scenario for module in modules for scenario in module.scenarios(backend)]), None
 
 
 def run(
@@ -130,7 +151,12 @@ def run(
     notes: list[str] = []
     failed = False
     for backend in backends:
-        scenarios = baselines.scenarios(backend) + celery_e2e.scenarios(backend) + project(backend)
+        scenarios = (
+            baselines.scenarios(backend)
+            + e2e.scenarios(backend)
+            + celery_e2e.scenarios(backend)
+            + project(backend)
+        )
         try:
             with on_cluster(settings) if backend == "rediscluster" else nullcontext(settings) as where:
                 failed = _run_scenarios(where, backend, scenarios, results, notes) or failed

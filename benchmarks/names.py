@@ -18,9 +18,16 @@ KOMBU_CONSUME = "kombu consume+ack"
 CELERY_SEND_TASK = "celery send_task"
 RQ_ENQUEUE = "rq enqueue"
 
-# Celery end to end, stock Redis transport vs mindtrace-redis (benchmarks.celery_e2e).
+# End to end, each job system's own worker processes (benchmarks.e2e; Celery's mindtrace-redis
+# transport: benchmarks.celery_e2e). The Celery prefork rows run Kombu's stock transports.
+MINDTRACE_E2E = "mindtrace-jobs worker e2e"
+MINDTRACE_E2E_TUNED = "mindtrace-jobs worker e2e, tuned"
 CELERY_E2E_STOCK = "celery prefork e2e, stock redis"
+CELERY_E2E_AMQP = "celery prefork e2e, stock amqp"
 CELERY_E2E_OURS = "celery prefork e2e, mindtrace-redis"
+CELERY_THREADS_E2E = "celery threads e2e"
+RQ_E2E = "rq worker e2e"
+DRAMATIQ_E2E = "dramatiq worker e2e"
 
 # The project (benchmarks.project).
 PUBLISH = "project publish"
@@ -30,6 +37,11 @@ PRIORITY_SMALL = "project priority pub+recv, small backlog"
 PRIORITY_BIG = "project priority pub+recv, large backlog"
 WORKER_CONSUME = "project worker consume+ack"
 PICKUP_LATENCY = "project pickup latency"
+
+# RabbitMQ publishing modes (benchmarks.publish_modes).
+PUBLISH_UNCONFIRMED = "project publish, unconfirmed"
+PUBLISH_ONE_THREAD = "project publish confirmed, 1 thread"
+PUBLISH_THREADS = "project publish confirmed, 8 threads"
 
 # CPU-bound handlers, processes vs threads (benchmarks.cpu_pool).
 CPU_THREADS = "project cpu-bound worker, 4 threads"

@@ -69,7 +69,7 @@ def _orchestrator(s: Settings, backend: str) -> Orchestrator:
 
 
 @contextmanager
-def _declared(
+def declared(
     s: Settings,
     backend: str,
     scenario: str,
@@ -94,7 +94,7 @@ def _receive(orchestrator: Orchestrator, queue: str) -> Job:
     return job
 
 
-def _expect_count(orchestrator: Orchestrator, queue: str, expected: int) -> None:
+def expect_count(orchestrator: Orchestrator, queue: str, expected: int) -> None:
     """Check ``count_queue_messages``, which the README makes exact right after publish returns."""
     count = orchestrator.count_queue_messages(queue)
     if count != expected:
@@ -106,7 +106,7 @@ def queue_ops(s: Settings, backend: str) -> list[Result]:
     calls = math.ceil(s.n / s.batch)
     jobs = iter([bench_job() for _ in range(s.n + 1)])
     batches = iter([[bench_job() for _ in range(s.batch)] for _ in range(calls)])
-    with _declared(s, backend, "ops") as (orchestrator, queue):
+    with declared(s, backend, "ops") as (orchestrator, queue):
         publish = time_each(
             backend, PUBLISH, lambda: orchestrator.publish(queue, next(jobs)), s.n, warmup=1
         )
@@ -118,7 +118,7 @@ def queue_ops(s: Settings, backend: str) -> list[Result]:
             s.batch,
             note=f"batch {s.batch}",
         )
-        _expect_count(orchestrator, queue, s.n + 1 + calls * s.batch)
+        expect_count(orchestrator, queue, s.n + 1 + calls * s.batch)
         receive = time_each(backend, RECEIVE, partial(_receive, orchestrator, queue), s.n)
     return [publish, publish_many, receive]
 
@@ -149,12 +149,12 @@ def priority_cost(s: Settings, backend: str) -> list[Result]:
 
     The Redis store's scores bound the growth at O(log n) (docs/architecture.md), so the large/small cost ratio should stay small.
     """
-    declared = _declared(s, backend, "priority", "priority", MAX_PRIORITY)
+    declared = declared(s, backend, "priority", "priority", MAX_PRIORITY)
     with declared as (orchestrator, queue):
         _fill(orchestrator, queue, s.small_backlog)
         small = _publish_receive(orchestrator, queue, backend, PRIORITY_SMALL, s, s.small_backlog)
         _fill(orchestrator, queue, s.big_backlog - s.small_backlog)
-        _expect_count(orchestrator, queue, s.big_backlog)
+        expect_count(orchestrator, queue, s.big_backlog)
         big = _publish_receive(orchestrator, queue, backend, PRIORITY_BIG, s, s.big_backlog)
     return [small, big]
 
@@ -189,7 +189,7 @@ def worker_consume(s: Settings, backend: str) -> list[Result]:
         worker.run()
         return handled
 
-    with _declared(s, backend, "worker") as (orchestrator, queue):
+    with declared(s, backend, "worker") as (orchestrator, queue):
         orchestrator.publish_many(queue, [bench_job() for _ in range(s.n)])
         worker = worker_module.Worker(orchestrator, queue, handler, prefetch=s.prefetch)
         return [time_total(backend, WORKER_CONSUME, run, note=f"prefetch {s.prefetch}")]
@@ -208,7 +208,7 @@ def pickup_latency(s: Settings, backend: str) -> list[Result]:
 
     jobs = [bench_job() for _ in range(LATENCY_SAMPLES)]
     samples: list[float] = []
-    with _declared(s, backend, "pickup") as (orchestrator, queue):
+    with declared(s, backend, "pickup") as (orchestrator, queue):
         worker = worker_module.Worker(orchestrator, queue, handler)
         thread = threading.Thread(target=worker.run, daemon=True)
         thread.start()
