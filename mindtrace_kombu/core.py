@@ -30,6 +30,7 @@ from .errors import (
     QueueTypeMismatch,
 )
 from .exchanges import validate_exchange, validate_routing_key
+from .group_commit import GroupCommit
 from .models import QUEUE_MAPPING, Job, JobType
 from .queues import QueueSpec, dead_letter_queue_name, validate_queue_name
 from .registry import WorkerInfo, consumers_by_queue
@@ -142,6 +143,7 @@ class QueueOperations:
         for job_type, queue in (routes or {}).items():
             self.routes[JobType(job_type)] = validate_queue_name(queue)
         self._specs: dict[str, QueueSpec] = {}
+        self._groups: GroupCommit[tuple[WireMessage, Job | None]] = GroupCommit()
         self._worked = False  # an operation succeeded: later broken connections are retried
 
     def __repr__(self) -> str:
@@ -456,18 +458,24 @@ class QueueOperations:
     ) -> None:
         """The one publish path: every message, in order, to ``queue_name`` through ``backend``
         (default: confirmed); ``jobs`` (one per message) are recorded QUEUED by the result store
-        (on Redis in the same call)."""
-        results = self.results
+        (on Redis in the same call). Threads sending to the same queue at the same time share
+        one call (:mod:`.group_commit`)."""
         target = self.backend if backend is None else backend
+        results = self.results if jobs else None
 
-        def send() -> None:
-            if results is None or not jobs:
-                target.publish(queue_name, messages, priority)
+        def send(items: Sequence[tuple[WireMessage, Job | None]]) -> None:
+            batch = [message for message, _ in items]
+            if results is None:
+                target.publish(queue_name, batch, priority)
             else:
-                results.publish(target, queue_name, messages, priority, jobs, self.recorder.failed)
+                recorded = [job for _, job in items if job is not None]
+                results.publish(target, queue_name, batch, priority, recorded, self.recorder.failed)
 
+        recorded_jobs: Sequence[Job | None] = jobs if jobs else [None] * len(messages)
+        items = list(zip(messages, recorded_jobs))
+        key = (queue_name, priority, target is self.backend, results is not None)
         try:
-            self._run(send)
+            self._groups.send(key, items, lambda group: self._run(lambda: send(group)))
         except QueueNotFound:
             self._specs.pop(queue_name, None)
             raise

@@ -246,8 +246,9 @@ class SessionChannel:
         or return is left for the next confirmed publish to read."""
         if not confirm:
             plain = self._plain_channel()
-            for message in messages:
-                plain._basic_publish(_amqp_message(message, priority), exchange=exchange, routing_key=routing_key)
+            for message in messages:  # basic.publish as py-amqp sends it, minus its per-message
+                # non-blocking read for connection.blocked (a syscall and a caught timeout each)
+                plain.send_method(spec.Basic.Publish, "Bssbb", (0, exchange, routing_key, False, False), _amqp_message(message, priority))
             return
         raw = self.raw
         if not raw._confirm_selected:  # a new channel, or one py-amqp reopened: tags restart at 1
