@@ -22,6 +22,7 @@ from benchmarks.cluster import on_cluster
 from benchmarks.harness import Ratio, Result, Scenario, Settings, Skipped, print_report, to_json
 from benchmarks.names import (
     AMQP_GET,
+    ASYNC_PUBLISH,
     AMQP_PUBLISH,
     AMQP_PUBLISH_CONFIRMED,
     CELERY_E2E_AMQP,
@@ -53,6 +54,7 @@ from benchmarks.names import (
     RPOP,
     RQ_E2E,
     RQ_ENQUEUE,
+    SYNC_PUBLISH_SEQUENTIAL,
     WORKER_CONSUME,
 )
 
@@ -81,6 +83,7 @@ def ratios(backends: Sequence[str]) -> list[Ratio]:
         ],
         "redis": [
             Ratio("publish / raw LPUSH", redis(PUBLISH), redis(LPUSH)),
+            Ratio("async publish, 100 tasks / sync sequential (>= 3)", redis(ASYNC_PUBLISH), redis(SYNC_PUBLISH_SEQUENTIAL)),
             Ratio("publish results tracked / not (>= 0.9)", redis(PUBLISH_TRACKED), redis(PUBLISH_UNTRACKED)),
             Ratio("publish / Celery send_task", redis(PUBLISH), redis(CELERY_SEND_TASK)),
             Ratio("publish / RQ enqueue", redis(PUBLISH), redis(RQ_ENQUEUE)),
@@ -136,10 +139,10 @@ def ratios(backends: Sequence[str]) -> list[Ratio]:
 def project_scenarios() -> tuple[Callable[[str], list[Scenario]], str | None]:
     """Return the project's scenarios per backend, and why they are unavailable, if they are."""
     try:
-        from benchmarks import cpu_pool, project, publish_modes, results
+        from benchmarks import async_publish, cpu_pool, project, publish_modes, results
     except ImportError as exc:
         return (lambda backend: []), f"project scenarios unavailable: {exc}"
-    modules = (project, publish_modes, cpu_pool, results)
+    modules = (project, publish_modes, async_publish, cpu_pool, results)
     return (lambda backend: [scenario for module in modules for scenario in module.scenarios(backend)]), None
 
 

@@ -43,6 +43,11 @@ PUBLISH_UNCONFIRMED = "project publish, unconfirmed"
 PUBLISH_ONE_THREAD = "project publish confirmed, 1 thread"
 PUBLISH_THREADS = "project publish confirmed, 8 threads"
 
+# The asyncio API (benchmarks.async_publish).
+ASYNC_PUBLISH = "async publish, 100 tasks"
+SYNC_PUBLISH_SEQUENTIAL = "sync publish, sequential"
+LOOP_STALL = "async publish+consume, loop stall"
+
 # CPU-bound handlers, processes vs threads (benchmarks.cpu_pool).
 CPU_THREADS = "project cpu-bound worker, 4 threads"
 CPU_PROCESSES = "project cpu-bound worker, 4 processes"

@@ -149,8 +149,7 @@ def priority_cost(s: Settings, backend: str) -> list[Result]:
 
     The Redis store's scores bound the growth at O(log n) (docs/architecture.md), so the large/small cost ratio should stay small.
     """
-    declared = declared(s, backend, "priority", "priority", MAX_PRIORITY)
-    with declared as (orchestrator, queue):
+    with declared(s, backend, "priority", "priority", MAX_PRIORITY) as (orchestrator, queue):
         _fill(orchestrator, queue, s.small_backlog)
         small = _publish_receive(orchestrator, queue, backend, PRIORITY_SMALL, s, s.small_backlog)
         _fill(orchestrator, queue, s.big_backlog - s.small_backlog)

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         JobSchema,
         JobType,
     )
+    from .aio import AsyncOrchestrator
     from .orchestrator import Orchestrator
     from .queues import QueueSpec, QueueType
     from .worker import Worker
@@ -38,6 +39,7 @@ __version__ = "0.1.0"
 __all__ = [
     # orchestration
     "Orchestrator",
+    "AsyncOrchestrator",
     "Worker",
     # clients
     "Client",
@@ -65,6 +67,7 @@ __all__ = [
 #: Module that defines each public name; add new exports here and to ``__all__``.
 _ORIGINS: dict[str, str] = {
     **dict.fromkeys(["Orchestrator"], ".orchestrator"),
+    **dict.fromkeys(["AsyncOrchestrator"], ".aio"),
     **dict.fromkeys(["Worker"], ".worker"),
     **dict.fromkeys(
         ["Client", "LocalClient", "RabbitMQClient", "RedisClient", "RedisClusterClient", "RedisSentinelClient", "client_from_url"],

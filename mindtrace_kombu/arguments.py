@@ -7,7 +7,7 @@ import math
 
 from .errors import InvalidArgument
 
-__all__ = ["check_flag", "check_count", "check_seconds", "check_timeout"]
+__all__ = ["check_count", "check_flag", "check_seconds", "check_time_limit", "check_timeout"]
 
 
 def check_seconds(name: str, value: float) -> float:
@@ -20,6 +20,14 @@ def check_seconds(name: str, value: float) -> float:
 def check_timeout(name: str, value: float | None) -> float | None:
     """:func:`check_seconds`, or None for no timeout."""
     return None if value is None else check_seconds(name, value)
+
+
+def check_time_limit(value: float | None) -> float | None:
+    """A time limit: a finite number of seconds > 0, or None for none."""
+    seconds = check_timeout("time_limit", value)
+    if seconds == 0:
+        raise InvalidArgument("time_limit", value, "a time limit is a finite number of seconds > 0, or None")
+    return seconds
 
 
 def check_count(name: str, value: int, *, minimum: int = 1) -> int:

@@ -37,7 +37,7 @@ from .registry import WorkerInfo, consumers_by_queue
 from .results.base import Recorder, ResultStore, job_record
 from .serialization import SERIALIZER
 
-__all__ = ["BrokerClient", "MessageBuilder", "OutgoingMessage", "QueueOperations", "job_message"]
+__all__ = ["BrokerClient", "MessageBuilder", "OutgoingMessage", "QueueOperations", "check_job", "job_message"]
 
 _POLL_MIN, _POLL_MAX = 0.001, 0.02  # receive_message(timeout=...) poll backoff, seconds
 _RETRY_BACKOFF, _RETRY_BACKOFF_MAX = 0.2, 2.0  # reconnect backoff, seconds
@@ -92,7 +92,8 @@ def _keep_advice(existing: QueueSpec) -> str | None:
     return None
 
 
-def _check_job(job: object) -> Job:
+def check_job(job: object) -> Job:
+    """``job``, checked to be a :class:`Job` (else ``TypeError``, before anything is sent)."""
     if not isinstance(job, Job):
         raise TypeError(f"expected a Job, got {type(job).__name__}")
     return job
@@ -377,7 +378,7 @@ class QueueOperations:
 
     def route(self, job: Job) -> str:
         """The queue :meth:`submit` sends ``job`` to: ``routes[job.job_type]``."""
-        return self.routes[JobType(_check_job(job).job_type)]
+        return self.routes[JobType(check_job(job).job_type)]
 
     def publish(
         self, queue_name: str, job: Job, *, priority: int | None = None,
@@ -418,7 +419,7 @@ class QueueOperations:
         backend = self.backend if confirm else self.backend.unconfirmed()
         jobs = list(jobs)
         for job in jobs:
-            _check_job(job)
+            check_job(job)
         try:
             priority = self._spec(queue_name).validate_priority(priority)
         except InvalidPriority:

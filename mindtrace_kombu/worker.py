@@ -44,7 +44,7 @@ from types import FrameType
 from typing import Literal
 
 from . import tracing
-from .arguments import check_count, check_seconds, check_timeout
+from .arguments import check_count, check_seconds, check_time_limit, check_timeout
 from .backends.base import Consumer, Delivery
 from .core import OutgoingMessage, QueueOperations
 from .errors import BrokerUnavailable, InvalidArgument, JobDecodeError, QueueNotFound
@@ -242,13 +242,6 @@ def claim(
     delivery.ack()
 
 
-def _check_time_limit(value: float | None) -> float | None:
-    seconds = check_timeout("time_limit", value)
-    if seconds == 0:
-        raise InvalidArgument("time_limit", value, "a time limit is a finite number of seconds > 0, or None")
-    return seconds
-
-
 class Worker:
     """Consume queues and run ``handler`` for every job, at least once.
 
@@ -304,7 +297,7 @@ class Worker:
         self.concurrency = check_count("concurrency", concurrency)
         self.prefetch = PREFETCH_MULTIPLIER * concurrency if prefetch is None else check_count("prefetch", prefetch)
         self.pool = pool
-        self.time_limit = _check_time_limit(time_limit)
+        self.time_limit = check_time_limit(time_limit)
         check_seconds("shutdown_grace", shutdown_grace)
         self.shutdown_grace = float(shutdown_grace)
         self.policy = RetryPolicy(max_retries, retry_backoff, retry_backoff_max)

@@ -10,8 +10,10 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "mindtrace_kombu"
 
+#: The asyncio API's modules: above the Orchestrator, which they delegate to.
+ASYNC_API = ["aio", "aio.orchestrator", "aio.batching", "aio.claim", "aio.handoff", "aio.offload", "aio.worker"]
 #: Modules that reach the broker only through the backend seam.
-ON_THE_SEAM = ["core", "orchestrator", "worker", "dead_letters", "celery"]
+ON_THE_SEAM = ["core", "orchestrator", "worker", "dead_letters", "celery", *ASYNC_API]
 #: What they may not import: backend implementations, the store, the Kombu transports.
 BEHIND_THE_SEAM = ("transport.redis", "transport.memory", "transport.amqp", "transport.sentinel", "transport.base",
                    "redis_store", "backends.redis", "backends.memory", "backends.amqp",
@@ -106,3 +108,11 @@ def test_result_stores_sit_behind_the_protocol() -> None:
     for name in GRAPH:
         if name.startswith("results.") and name != "results.urls":
             assert not GRAPH[name] & {"orchestrator", "worker", "core", "clients", "celery"}, name
+
+
+def test_nothing_below_the_asyncio_api_imports_it() -> None:
+    """``aio/`` sits above ``orchestrator.py``: only its own modules and the package's lazy
+    exports import it."""
+    importers = {name for name, targets in GRAPH.items() if any(t.split(".")[0] == "aio" for t in targets)}
+    assert importers <= {"", *ASYNC_API}
+    assert set(ASYNC_API) == {name for name in MODULES if name.split(".")[0] == "aio"}

@@ -23,6 +23,16 @@ EXAMPLES = ROOT / "examples"
 
 #: example file -> (backend it needs, the queues it declares, the lines it must print)
 EXPECTED: dict[str, tuple[str, list[str], list[str]]] = {
+    "async_service.py": (
+        "local",
+        [],
+        [
+            "published 20, queued 20",
+            "completed=20 retried=0 dead-lettered=0",
+            "img-0.png -> /thumbs/img-0.png (completed)",
+            "claimed: late.png",
+        ],
+    ),
     "quickstart.py": (
         "local",
         [],
