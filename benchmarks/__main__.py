@@ -41,6 +41,7 @@ from benchmarks.names import (
     LPUSH,
     LPUSH_PIPELINED,
     MINDTRACE_E2E,
+    MINDTRACE_E2E_UNCONFIRMED,
     PRIORITY_BIG,
     PRIORITY_SMALL,
     PUBLISH,
@@ -120,6 +121,11 @@ def ratios(backends: Sequence[str]) -> list[Ratio]:
             ),
             Ratio("e2e worker / Celery threads", rabbit(MINDTRACE_E2E), rabbit(CELERY_THREADS_E2E)),
             Ratio("e2e worker / Dramatiq (>= 1.0)", rabbit(MINDTRACE_E2E), rabbit(DRAMATIQ_E2E)),
+            Ratio(
+                "e2e worker, unconfirmed publish / Celery prefork", rabbit(MINDTRACE_E2E_UNCONFIRMED),
+                rabbit(CELERY_E2E_AMQP),
+            ),
+            Ratio("e2e worker, unconfirmed publish / Dramatiq", rabbit(MINDTRACE_E2E_UNCONFIRMED), rabbit(DRAMATIQ_E2E)),
         ],
         "rediscluster": [
             # both record results by default (on the cluster, in calls of their own: a batch's

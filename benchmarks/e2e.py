@@ -40,6 +40,7 @@ from benchmarks.names import (
     DRAMATIQ_E2E,
     MINDTRACE_E2E,
     MINDTRACE_E2E_TUNED,
+    MINDTRACE_E2E_UNCONFIRMED,
     RQ_E2E,
 )
 from benchmarks.processes import Workers, delete_matching, module_command, started, wait_for_item
@@ -133,12 +134,12 @@ def _mindtrace_commands(run: Run, options: tuple[str, ...] = ()) -> list[list[st
 
 
 @contextmanager
-def _mindtrace_producer(run: Run) -> Iterator[Producer]:
+def _mindtrace_producer(run: Run, confirm_publish: bool = True) -> Iterator[Producer]:
     """Declare the queue (workers refuse a missing one), publish with ``Orchestrator.publish``."""
     jobs = _require("benchmarks.e2e_mindtrace", "mindtrace-kombu")
     from mindtrace_kombu import Orchestrator
 
-    with Orchestrator.from_url(_mindtrace_url(run)) as orchestrator:
+    with Orchestrator.from_url(_mindtrace_url(run), confirm_publish=confirm_publish) as orchestrator:
         orchestrator.declare_queue(run.queue)
         try:
             yield Producer(
@@ -161,6 +162,12 @@ MINDTRACE_TUNED = replace(
     name=MINDTRACE_E2E_TUNED,
     note="tuned: as above with --prefetch 10",
     commands=partial(_mindtrace_commands, options=("--prefetch", "10")),
+)
+MINDTRACE_UNCONFIRMED = replace(
+    MINDTRACE,
+    name=MINDTRACE_E2E_UNCONFIRMED,
+    note="as the default row, publishing with confirm_publish=False (Celery's send_task guarantee)",
+    producer=partial(_mindtrace_producer, confirm_publish=False),
 )
 
 
@@ -356,7 +363,7 @@ def systems(backend: str) -> list[System]:
     if backend == "redis":
         return [*ours, celery_prefork(CELERY_E2E_STOCK), CELERY_THREADS, RQ, DRAMATIQ]
     if backend == "rabbitmq":
-        return [*ours, celery_prefork(CELERY_E2E_AMQP), CELERY_THREADS, DRAMATIQ]
+        return [*ours, MINDTRACE_UNCONFIRMED, celery_prefork(CELERY_E2E_AMQP), CELERY_THREADS, DRAMATIQ]
     return []
 
 

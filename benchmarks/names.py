@@ -22,6 +22,7 @@ RQ_ENQUEUE = "rq enqueue"
 # transport: benchmarks.celery_e2e). The Celery prefork rows run Kombu's stock transports.
 MINDTRACE_E2E = "mindtrace-jobs worker e2e"
 MINDTRACE_E2E_TUNED = "mindtrace-jobs worker e2e, tuned"
+MINDTRACE_E2E_UNCONFIRMED = "mindtrace-jobs worker e2e, unconfirmed publish"
 CELERY_E2E_STOCK = "celery prefork e2e, stock redis"
 CELERY_E2E_AMQP = "celery prefork e2e, stock amqp"
 CELERY_E2E_OURS = "celery prefork e2e, mindtrace-redis"

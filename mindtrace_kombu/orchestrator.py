@@ -27,7 +27,7 @@ from .worker import Handler, RetryPolicy, Worker, WorkerStats, claim
 __all__ = ["MessageBuilder", "Orchestrator", "OutgoingMessage", "job_message"]
 
 
-_ORCHESTRATOR_OPTIONS = ("routes", "connection_retries", "limits", "results")
+_ORCHESTRATOR_OPTIONS = ("routes", "connection_retries", "limits", "results", "confirm_publish")
 
 class Orchestrator(QueueOperations):
     """Declare queues, publish and receive jobs, on any backend; consume them at least once.
@@ -76,7 +76,7 @@ class Orchestrator(QueueOperations):
         with job records in ``result_backend`` (a result store URL; see ``results``).
 
         Keyword arguments go to the client (e.g. ``connect_timeout``), except the orchestrator's
-        own: ``routes``, ``connection_retries``, ``limits`` and ``results``.
+        own: ``routes``, ``connection_retries``, ``limits``, ``results`` and ``confirm_publish``.
         """
         own = {name: kwargs.pop(name) for name in _ORCHESTRATOR_OPTIONS if name in kwargs}
         if result_backend is not None:

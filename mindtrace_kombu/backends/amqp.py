@@ -519,11 +519,15 @@ class AmqpConsumer:
     what it was sent stays in flight, settled as before).
 
     :meth:`fetch` waits on the connection's socket and a wake-up socket (``selectors``),
-    without holding the lock that guards the connection, so deliveries can be settled from any
-    thread meanwhile (an ack is one frame written under that lock). With heartbeats, ``fetch``
-    wakes every half interval to check them, and a daemon thread does so while no ``fetch``
-    waits. A settlement that fails raises ``BrokerUnavailable``; one after :meth:`close` or
-    after the connection was found broken is dropped. The broker redelivers those messages.
+    without holding the lock that guards the connection. Deliveries are settled from any thread
+    without that lock: a settlement is queued and the wake-up socket pinged, and the thread in
+    :meth:`fetch` writes the queued acks and rejects before it reads (a settling thread never
+    waits for a read in progress; measured, it spent a quarter of its time on that lock). With
+    heartbeats, ``fetch`` wakes every half interval to check them, and a daemon thread does so
+    (and writes queued settlements) while no ``fetch`` waits; :meth:`close` writes them before
+    it cancels. A settlement that cannot be written (the connection broke) makes ``fetch``
+    raise ``BrokerUnavailable``; one after :meth:`close` or after the connection was found
+    broken is dropped. The broker redelivers those messages.
     """
 
     def __init__(
@@ -537,6 +541,8 @@ class AmqpConsumer:
         self._on_close = on_close
         self._lock = threading.Condition(threading.Lock())
         self._buffer: deque[Delivery] = deque()
+        self._settlements: deque[tuple[Delivery, Settlement]] = deque()  # made, not yet written
+        self._wake_guard = threading.Lock()  # the wake-up socket is not closed while pinged
         self._tags: dict[str, str] = {}  # consumer tag -> its queue
         self._waiting = 0  # threads waiting on the socket
         self._woken = False  # wake(): the next fetch returns at once
@@ -578,6 +584,7 @@ class AmqpConsumer:
             with self._lock:
                 if self._closed:
                     return []
+                self._write_settlements()
                 self._pump()
                 if self._buffer:
                     return [self._buffer.popleft() for _ in range(min(max_count, len(self._buffer)))]
@@ -628,6 +635,9 @@ class AmqpConsumer:
             while self._waiting:
                 self._lock.wait()
             self._buffer.clear()
+            if self._broken is None:
+                with suppress(JobsError):  # broken now: the broker redelivers them
+                    self._write_settlements()
             self._release()
         if self._on_close is not None:
             self._on_close(self)
@@ -660,6 +670,7 @@ class AmqpConsumer:
                     return
                 if not self._waiting:
                     with suppress(JobsError):
+                        self._write_settlements()
                         self._pump()
 
     def _on_message(self, queue: str, raw: Any) -> None:
@@ -674,9 +685,17 @@ class AmqpConsumer:
             self._deleted = queue
 
     def _settle(self, message: Delivery, how: Settlement) -> None:
-        with self._lock:
-            if self._closed or self._broken is not None:
-                return  # closing or the broken connection gave it back to its queue
+        """Queue the settlement for the consuming thread (see the class docstring)."""
+        if self._closed or self._broken is not None:
+            return  # closing or the broken connection gave it back to its queue
+        self._settlements.append((message, how))
+        with self._wake_guard, suppress(OSError):  # closed, or full: a wake-up is pending anyway
+            self._wake_w.send(b"\0")
+
+    def _write_settlements(self) -> None:
+        """``basic.ack``/``basic.reject`` for every queued settlement (no answers to wait for)."""
+        while self._settlements:
+            message, how = self._settlements.popleft()
             with translate_errors(self._url, message.queue, self._mark_broken):
                 settle(self._channel, message.tag, how)
 
@@ -710,5 +729,6 @@ class AmqpConsumer:
             with suppress(Exception):
                 self._connection.release()
         self._selector.close()
-        self._wake_r.close()
-        self._wake_w.close()
+        with self._wake_guard:
+            self._wake_r.close()
+            self._wake_w.close()
