@@ -688,20 +688,18 @@ class AmqpConsumer:
     def _settle(self, message: Delivery, how: Settlement) -> None:
         """Write the settlement now if the connection is free (a fetch waiting on the socket
         does not hold it), else queue it for the thread reading (see the class docstring)."""
-        if self._lock.acquire(blocking=False):
-            try:
-                if self._closed or self._broken is not None:
-                    return  # closing or the broken connection gave it back to its queue
-                self._settlements.append((message, how))
-                self._write_settlements()
-            finally:
-                self._lock.release()
-            return
         if self._closed or self._broken is not None:
-            return
+            return  # closing or the broken connection gave it back to its queue
         self._settlements.append((message, how))
-        with self._wake_guard, suppress(OSError):  # closed, or full: a wake-up is pending anyway
-            self._wake_w.send(b"\0")
+        if not self._lock.acquire(blocking=False):
+            with self._wake_guard, suppress(OSError):  # closed, or full: a wake-up is pending anyway
+                self._wake_w.send(b"\0")
+            return
+        try:
+            if not self._closed and self._broken is None:
+                self._write_settlements()
+        finally:
+            self._lock.release()
 
     def _write_settlements(self) -> None:
         """``basic.ack``/``basic.reject`` for every queued settlement (no answers to wait for)."""
