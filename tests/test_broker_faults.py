@@ -177,7 +177,8 @@ def test_a_worker_notices_a_silent_connection_and_reconnects(proxy: Proxy, direc
     worker = Worker(orchestrator, name, lambda job: None, on_event=events.put)
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
-    direct.publish(name, make_job(1))
+    first = make_job(1)
+    direct.publish(name, first)
     assert events.get(timeout=15).outcome == "completed"
     try:
         # When its connections go silent (nothing forwarded, nothing closed)
@@ -190,9 +191,13 @@ def test_a_worker_notices_a_silent_connection_and_reconnects(proxy: Proxy, direc
         reconnected = time.monotonic() - silenced
         assert reconnected < 2.5 * 2 + 3, f"reconnected after {reconnected:.1f}s"
         # And to run a job published afterwards
+        # (the first job may run once more: its ack can be lost in the proxy when it goes
+        # silent, and at least once allows that)
         job = make_job(2)
         direct.publish(name, job)
         event = events.get(timeout=15)
+        if event.job_id == first.id:
+            event = events.get(timeout=15)
         assert (event.job_id, event.outcome) == (job.id, "completed")
     finally:
         worker.stop()
