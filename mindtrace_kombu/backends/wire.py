@@ -99,6 +99,11 @@ def read_payload(raw: bytes) -> dict[str, Any]:
     Raises:
         MalformedPayload: anything else (raw bytes written by hand, a broken body encoding).
     """
+    return _read_payload_and_body(raw)[0]
+
+
+def _read_payload_and_body(raw: bytes) -> tuple[dict[str, Any], bytes | None]:
+    """:func:`read_payload`, and the body decoded from base64 when it is base64 (else None)."""
     try:
         payload = json.loads(raw)
     except ValueError as exc:  # also UnicodeDecodeError
@@ -114,14 +119,14 @@ def read_payload(raw: bytes) -> dict[str, Any]:
     encoding = properties.get("body_encoding")
     if encoding == "base64":
         try:
-            base64.b64decode(payload["body"], validate=True)
+            return payload, base64.b64decode(payload["body"], validate=True)
         except (ValueError, TypeError) as exc:  # binascii.Error is a ValueError
             raise MalformedPayload(f"malformed Kombu message: body is not valid base64 ({exc})") from None
-    elif encoding is not None and str(encoding).lower() != "utf-8":
+    if encoding is not None and str(encoding).lower() != "utf-8":
         raise MalformedPayload(f"malformed Kombu message: unknown body_encoding {encoding!r}")
-    elif not isinstance(payload["body"], str):
+    if not isinstance(payload["body"], str):
         raise MalformedPayload("malformed Kombu message: body is not a string")
-    return payload
+    return payload, None
 
 
 def decode_payload(raw: bytes) -> tuple[WireMessage, int]:
@@ -130,12 +135,10 @@ def decode_payload(raw: bytes) -> tuple[WireMessage, int]:
     the original bytes and, in its :data:`~.base.UNPARSEABLE_REASON` header, what is wrong;
     no consumer accepts it: it is dead-lettered, never dropped."""
     try:
-        payload = read_payload(raw)
-        properties, body = payload["properties"], payload["body"]
-        if properties.get("body_encoding") == "base64":
-            data = base64.b64decode(body)
-        else:
-            data = body.encode(payload.get("content-encoding") or "utf-8")
+        payload, data = _read_payload_and_body(raw)
+        properties = payload["properties"]
+        if data is None:
+            data = payload["body"].encode(payload.get("content-encoding") or "utf-8")
         priority = int(properties.get("priority") or 0)
     except (ValueError, TypeError, LookupError) as exc:  # MalformedPayload, an unknown text encoding...
         reason = str(exc) if isinstance(exc, MalformedPayload) else f"malformed Kombu message: {exc}"

@@ -55,15 +55,18 @@ for i, key in ipairs(KEYS) do
   if redis.call('EXISTS', key) == 1 then
     local at = 4 + k + (i - 1) * (k + 1)
     local status = ARGV[at]
-    redis.call('HSET', key, 'status', status)
+    local set, clear = {'status', status}, {}
     for j = 1, k do
       local value = ARGV[at + j]
       if value == '' then
-        redis.call('HDEL', key, ARGV[3 + j])
+        clear[#clear + 1] = ARGV[3 + j]
       else
-        redis.call('HSET', key, ARGV[3 + j], value)
+        set[#set + 1] = ARGV[3 + j]
+        set[#set + 1] = value
       end
     end
+    redis.call('HSET', key, unpack(set))
+    if #clear > 0 then redis.call('HDEL', key, unpack(clear)) end
     redis.call('PEXPIRE', key, ttl)
     if status == 'completed' or status == 'failed' or status == 'cancelled' then
       redis.call('PUBLISH', key .. ':done', status)
