@@ -57,6 +57,7 @@ from benchmarks.names import (
     RQ_ENQUEUE,
     SYNC_PUBLISH_SEQUENTIAL,
     WORKER_CONSUME,
+    WORKER_CONSUME_NO_RESULTS,
 )
 
 BACKENDS = ("local", "redis", "rabbitmq", "rediscluster")
@@ -139,6 +140,9 @@ def ratios(backends: Sequence[str]) -> list[Ratio]:
         Ratio("worker / stock Kombu consume+ack", on(WORKER_CONSUME), on(KOMBU_CONSUME))
         for on in map(_on, (backend for backend in backends if backend != "rediscluster"))
     ]
+    if "redis" in backends:
+        worker.append(Ratio("worker, no result store / stock Kombu consume+ack", redis(WORKER_CONSUME_NO_RESULTS),
+                            redis(KOMBU_CONSUME)))
     return [row for backend in backends for row in rows[backend]] + worker
 
 

@@ -37,6 +37,7 @@ RECEIVE = "project receive_message"
 PRIORITY_SMALL = "project priority pub+recv, small backlog"
 PRIORITY_BIG = "project priority pub+recv, large backlog"
 WORKER_CONSUME = "project worker consume+ack"
+WORKER_CONSUME_NO_RESULTS = "project worker consume+ack, no result store"
 PICKUP_LATENCY = "project pickup latency"
 
 # RabbitMQ publishing modes (benchmarks.publish_modes).

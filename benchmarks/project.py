@@ -36,6 +36,7 @@ from benchmarks.names import (
     PUBLISH_MANY,
     RECEIVE,
     WORKER_CONSUME,
+    WORKER_CONSUME_NO_RESULTS,
 )
 from mindtrace_kombu import Job, JobInput, JobSchema, Orchestrator
 
@@ -60,12 +61,13 @@ def bench_job(data: str = "x" * 900) -> Job:
     return Job(name="bench", payload=JobSchema(name="bench", input=BenchInput(data=data)))
 
 
-def _orchestrator(s: Settings, backend: str) -> Orchestrator:
-    """Return an in-process orchestrator for ``local``, else one on the run's broker URL."""
+def _orchestrator(s: Settings, backend: str, results: bool | None = None) -> Orchestrator:
+    """Return an in-process orchestrator for ``local``, else one on the run's broker URL;
+    ``results=False``: without a result store (None: the backend's default)."""
     if backend == "local":
-        return Orchestrator()
+        return Orchestrator(results=results)
     urls = {"redis": s.redis_url, "rabbitmq": s.amqp_url, "rediscluster": s.cluster_url}
-    return Orchestrator.from_url(str(urls[backend]))
+    return Orchestrator.from_url(str(urls[backend]), results=results)
 
 
 @contextmanager
@@ -75,10 +77,11 @@ def declared(
     scenario: str,
     queue_type: str = "fifo",
     max_priority: int | None = None,
+    results: bool | None = None,
 ) -> Iterator[tuple[Orchestrator, str]]:
     """Yield an orchestrator on ``backend`` and a queue declared for ``scenario``; delete both after."""
     queue = s.queue_name(f"project-{scenario}-{backend}")
-    with _orchestrator(s, backend) as orchestrator:
+    with _orchestrator(s, backend, results) as orchestrator:
         orchestrator.declare_queue(queue, queue_type=queue_type, max_priority=max_priority)
         try:
             yield orchestrator, queue
@@ -174,7 +177,15 @@ def _worker_module() -> ModuleType:
 
 
 def worker_consume(s: Settings, backend: str) -> list[Result]:
-    """Throughput of a worker draining ``s.n`` pre-published jobs, acking each after its handler."""
+    """Throughput of a worker draining ``s.n`` pre-published jobs, acking each after its handler;
+    on Redis, where job records are on by default, also without a result store (labelled)."""
+    rows = [_drain(s, backend, WORKER_CONSUME, f"prefetch {s.prefetch}")]
+    if backend == "redis":
+        rows.append(_drain(s, backend, WORKER_CONSUME_NO_RESULTS, f"prefetch {s.prefetch}; results=False", results=False))
+    return rows
+
+
+def _drain(s: Settings, backend: str, name: str, note: str, results: bool | None = None) -> Result:
     worker_module = _worker_module()
     handled = 0
 
@@ -188,10 +199,10 @@ def worker_consume(s: Settings, backend: str) -> list[Result]:
         worker.run()
         return handled
 
-    with declared(s, backend, "worker") as (orchestrator, queue):
+    with declared(s, backend, "worker", results=results) as (orchestrator, queue):
         orchestrator.publish_many(queue, [bench_job() for _ in range(s.n)])
         worker = worker_module.Worker(orchestrator, queue, handler, prefetch=s.prefetch)
-        return [time_total(backend, WORKER_CONSUME, run, note=f"prefetch {s.prefetch}")]
+        return time_total(backend, name, run, note=note)
 
 
 def pickup_latency(s: Settings, backend: str) -> list[Result]:

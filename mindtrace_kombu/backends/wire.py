@@ -10,6 +10,7 @@ message a Kombu or Celery consumer of the same transport expects, and the other 
 from __future__ import annotations
 
 import base64
+import binascii
 import itertools
 import json
 import os
@@ -119,7 +120,7 @@ def _read_payload_and_body(raw: bytes) -> tuple[dict[str, Any], bytes | None]:
     encoding = properties.get("body_encoding")
     if encoding == "base64":
         try:
-            return payload, base64.b64decode(payload["body"], validate=True)
+            return payload, binascii.a2b_base64(payload["body"], strict_mode=True)  # C, no regex pass
         except (ValueError, TypeError) as exc:  # binascii.Error is a ValueError
             raise MalformedPayload(f"malformed Kombu message: body is not valid base64 ({exc})") from None
     if encoding is not None and str(encoding).lower() != "utf-8":
