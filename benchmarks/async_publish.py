@@ -110,7 +110,7 @@ def _longest_callback() -> Iterator[list[float]]:
         finally:
             longest[0] = max(longest[0], time.perf_counter() - start)
 
-    asyncio.events.Handle._run = timed  # type: ignore[method-assign]
+    asyncio.events.Handle._run = timed  # type: ignore[method-assign, assignment]
     try:
         yield longest
     finally:

@@ -41,6 +41,6 @@ app = create_app(
 )
 
 
-@worker_ready.connect
+@worker_ready.connect  # type: ignore[untyped-decorator]
 def _announce_ready(sender: Any, **_: Any) -> None:
     e2e_jobs.announce_ready()

@@ -36,7 +36,7 @@ def _pika_url(url: str) -> str:
 def create_broker(url: str, prefix: str) -> dramatiq.Broker:
     """A Redis broker keeping its keys under ``prefix``, or a RabbitMQ one."""
     if url.startswith("redis"):
-        return RedisBroker(url=url, namespace=prefix.rstrip(":"))
+        return RedisBroker(url=url, namespace=prefix.rstrip(":"))  # type: ignore[no-untyped-call]
     return RabbitmqBroker(url=_pika_url(url))
 
 

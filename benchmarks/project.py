@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
 from types import ModuleType
+from typing import Literal
 
 from benchmarks.harness import (
     Result,
@@ -61,7 +62,7 @@ def bench_job(data: str = "x" * 900) -> Job:
     return Job(name="bench", payload=JobSchema(name="bench", input=BenchInput(data=data)))
 
 
-def _orchestrator(s: Settings, backend: str, results: bool | None = None) -> Orchestrator:
+def _orchestrator(s: Settings, backend: str, results: Literal[False] | None = None) -> Orchestrator:
     """Return an in-process orchestrator for ``local``, else one on the run's broker URL;
     ``results=False``: without a result store (None: the backend's default)."""
     if backend == "local":
@@ -77,7 +78,7 @@ def declared(
     scenario: str,
     queue_type: str = "fifo",
     max_priority: int | None = None,
-    results: bool | None = None,
+    results: Literal[False] | None = None,
 ) -> Iterator[tuple[Orchestrator, str]]:
     """Yield an orchestrator on ``backend`` and a queue declared for ``scenario``; delete both after."""
     queue = s.queue_name(f"project-{scenario}-{backend}")
@@ -185,7 +186,7 @@ def worker_consume(s: Settings, backend: str) -> list[Result]:
     return rows
 
 
-def _drain(s: Settings, backend: str, name: str, note: str, results: bool | None = None) -> Result:
+def _drain(s: Settings, backend: str, name: str, note: str, results: Literal[False] | None = None) -> Result:
     worker_module = _worker_module()
     handled = 0
 

@@ -21,7 +21,7 @@ def cluster_node(directory: Path) -> RedisServer:
 
 
 def role(node: RedisServer) -> str:
-    return str(node.client.execute_command("ROLE")[0].decode())
+    return str(node.client.execute_command("ROLE")[0].decode())  # type: ignore[no-untyped-call]
 
 
 class RedisClusterNodes:
