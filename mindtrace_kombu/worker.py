@@ -539,12 +539,13 @@ class Worker:
         assert self._threads is not None
         for queue, batch in taken.items():
             runs = record_started(self.orchestrator.recorder, queue, [job for _, job in batch], self._count_record_failure)
+            with self._lock:  # held until all are recorded: a handler thread looks its job up when done
+                for (delivery, job), run in zip(batch, runs):
+                    if run:
+                        self._pending[delivery] = self._threads.submit(partial(self._run_job, delivery, job, self._processes))
             for (delivery, job), run in zip(batch, runs):
                 if not run:
                     self._skip(delivery, job)
-                    continue
-                with self._lock:  # held until it is recorded: the handler thread looks it up when done
-                    self._pending[delivery] = self._threads.submit(partial(self._run_job, delivery, job, self._processes))
 
     def _run_job(self, delivery: Delivery, job: Job, processes: ProcessPool | None) -> None:
         """Run the handler (on this thread, or in a child process) and settle the job."""
