@@ -76,7 +76,10 @@ class OutcomeWriter:
         """Write ``finished`` with the next batch, then call ``then``."""
         with self._changed:
             self._queued.append((queue, finished, then))
-            self._changed.notify()
+            # wake the writer for a batch's first outcome and when a batch is full, not for every
+            # one (each wake-up costs a thread switch; a batch waits at most ``linger`` anyway)
+            if len(self._queued) in (1, self._batch):
+                self._changed.notify()
 
     def close(self) -> None:
         """Write and settle everything submitted, then stop."""

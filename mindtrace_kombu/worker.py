@@ -36,7 +36,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -64,7 +63,7 @@ from .queues import QueueType
 from .recording import OutcomeWriter, record_finished, record_started
 from .registry import Registration, WorkerInfo
 from .results.base import Outcome
-from .thread_pool import DaemonThreadPool
+from .thread_pool import DaemonThreadPool, Task
 
 __all__ = [
     "SHUTDOWN_GRACE",
@@ -318,7 +317,7 @@ class Worker:
         self._threads: DaemonThreadPool | None = None
         self._processes: ProcessPool | None = None
         self._outcomes: OutcomeWriter | None = None
-        self._pending: dict[Delivery, Future[None]] = {}  # dispatched, result not in yet
+        self._pending: dict[Delivery, Task] = {}  # dispatched, result not in yet
         self._delayed: dict[Delivery, tuple[threading.Timer, Job]] = {}
         self._settling = 0  # settlements and held retries being sent
         self._consumer: Consumer | None = None
@@ -688,7 +687,7 @@ class Worker:
     def _return_waiting(self) -> None:
         """Jobs dispatched but not started go back to their queue, first in line, in order."""
         with self._lock:
-            waiting = [delivery for delivery, future in self._pending.items() if future.cancel()]
+            waiting = [delivery for delivery, task in self._pending.items() if task.cancel()]
             for delivery in waiting:
                 del self._pending[delivery]
         for delivery in waiting:
@@ -727,8 +726,8 @@ class Worker:
             in_flight, self._pending = list(self._pending.items()), {}
         if self._processes is not None:
             self._processes.kill()
-        for delivery, future in in_flight:
-            future.cancel()
+        for delivery, task in in_flight:
+            task.cancel()
             delivery.reject(requeue=True)
         self._count_returned(len(in_flight))
         running_on = "their processes were killed" if self._processes is not None else "their threads run on"
@@ -740,7 +739,7 @@ class Worker:
         with self._lock:
             pending, self._pending = list(self._pending.values()), {}
             delayed, self._delayed = list(self._delayed.values()), {}
-        for future in pending:
-            future.cancel()
+        for task in pending:
+            task.cancel()
         for timer, _ in delayed:
             timer.cancel()
