@@ -26,6 +26,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
 from typing import Any, NamedTuple
 
 import amqp
@@ -71,12 +72,24 @@ def read_pending(connection: Any) -> None:
     """Dispatch every frame of a py-amqp ``connection`` that can be read without waiting
     (py-amqp may buffer part of one), then send a heartbeat if one is due. Raises
     ``ConnectionForced`` when the broker sent nothing for two heartbeat intervals. Reading
-    first matters: frames (heartbeats too) buffered while nobody read are not missed ones."""
-    while True:
-        try:
-            connection.drain_events(timeout=0)
-        except TimeoutError:
-            break
+    first matters: frames (heartbeats too) buffered while nobody read are not missed ones.
+
+    The socket is made non-blocking once for the whole loop: py-amqp's ``drain_events(timeout=0)``
+    otherwise sets and restores the socket's timeout around every message (two system calls)."""
+    sock = getattr(connection.transport, "sock", None)
+    previous = None if sock is None else sock.gettimeout()
+    if sock is not None and previous != 0:
+        sock.settimeout(0)
+    try:
+        while True:
+            try:
+                connection.drain_events(timeout=0)
+            except TimeoutError:
+                break
+    finally:
+        if sock is not None and previous != 0:
+            with suppress(OSError):  # closed meanwhile
+                sock.settimeout(previous)
     connection.heartbeat_tick()
 
 
