@@ -33,14 +33,14 @@ E2E_ROWS = [
 ]
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(620)
 def test_quick_benchmark_runs_every_scenario(tmp_path: Path) -> None:
     for backend in ("redis", "rabbitmq"):
         make_client(backend)  # skip or fail (MINDTRACE_REQUIRE_BROKERS=1) like the other tests
     report = tmp_path / "bench.json"
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--quick", "--n", "100", "--json", str(report)],
-        cwd=ROOT, capture_output=True, text=True, timeout=280,
+        cwd=ROOT, capture_output=True, text=True, timeout=600,  # ~16 worker fleets start and stop
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "ratio" in result.stdout and "project worker consume+ack" in result.stdout
