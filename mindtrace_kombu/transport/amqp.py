@@ -76,9 +76,10 @@ def read_pending(connection: Any) -> None:
 
     The socket is made non-blocking once for the whole loop: py-amqp's ``drain_events(timeout=0)``
     otherwise sets and restores the socket's timeout around every message (two system calls)."""
-    sock = getattr(connection.transport, "sock", None)
+    sock: Any = getattr(connection.transport, "sock", None)
     previous = None if sock is None else sock.gettimeout()
-    if sock is not None and previous != 0:
+    blocking = sock is not None and previous != 0
+    if blocking:
         sock.settimeout(0)
     try:
         while True:
@@ -87,7 +88,7 @@ def read_pending(connection: Any) -> None:
             except TimeoutError:
                 break
     finally:
-        if sock is not None and previous != 0:
+        if blocking:
             with suppress(OSError):  # closed meanwhile
                 sock.settimeout(previous)
     connection.heartbeat_tick()
